@@ -1,0 +1,52 @@
+"""The `animatic` command: one subcommand per module, imported only when it is used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from keyframe.errors import UserError
+
+# name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dataset": ("pipeline.dataset", "build a training dataset (the procedural shapes world)"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="animatic",
+        description="Text-to-video the way studios work: keyframes from text, then in-betweens.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: dispatch to the subcommand module; user errors become one line, exit 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        args = _top_parser().parse_args(argv)
+        if args.command is None:
+            _top_parser().print_help()
+        return 2 if not argv else 0
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"animatic {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"animatic {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"animatic {name}: interrupted; finished work is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

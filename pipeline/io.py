@@ -1,0 +1,586 @@
+"""All file, image and video I/O of the pipeline: everything else is frames in, frames out.
+
+Frames are ``np.uint8`` arrays of shape ``(h, w, 3)`` in RGB order. Every writer is atomic (a
+temp file in the same folder, ``os.replace``'d onto the target only when complete) and refuses
+to replace an existing file unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from keyframe.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MP4_CRF = 18  # visually lossless for x264; 23 is x264's default, lower is larger and better
+MP4_PRESET = "medium"
+GIF_MIN_DELAY_CS = 2  # browsers show delays below 2/100 s as 10/100 s
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading images
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any still image OpenCV decodes as ``uint8 (h, w, 3)`` RGB.
+
+    Conversions: grayscale is repeated to RGB; 16-bit is scaled to 8-bit (x / 257, rounded);
+    float images (EXR/HDR) are clipped to [0, 1] with no tone mapping; an alpha channel is
+    composited onto white (transparent paper reads as white paper, as artists draw on it).
+    JPEG EXIF orientation is applied.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: image not found")
+    if not path.is_file():
+        raise UserError(f"{path}: expected an image file, got a folder")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # imdecode: no trouble with non-ASCII paths
+    except OSError as err:
+        raise UserError(f"{path}: cannot read image ({err.strerror})") from None
+    image = None
+    if data.size:
+        jpeg = data[:3].tobytes() == _JPEG_MAGIC  # JPEG has no alpha; COLOR applies orientation
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH if jpeg else cv2.IMREAD_UNCHANGED
+        with suppress(cv2.error):
+            image = cv2.imdecode(data, flags)
+    if image is None or image.size == 0:
+        raise UserError(f"{path}: not a readable image (corrupt file or unsupported format)")
+    return _to_rgb8(image, path)
+
+
+def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
+    """OpenCV decode result (gray, gray+alpha, BGR or BGRA at any depth) -> uint8 RGB."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    channels = image.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise UserError(f"{path}: unsupported image with {channels} channels")
+    full = _full_scale(image.dtype, path)
+    pixels = image.astype(np.float32) / full
+    alpha = None
+    if channels in (2, 4):
+        pixels, alpha = pixels[:, :, :-1], pixels[:, :, -1:]
+    pixels = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[:, :, ::-1]  # BGR
+    if alpha is not None:
+        pixels = pixels * alpha + (1.0 - alpha)  # composite onto white
+    return np.ascontiguousarray(np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8))
+
+
+def _full_scale(dtype: np.dtype, path: Path) -> float:
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if dtype in (np.float16, np.float32, np.float64):
+        return 1.0
+    raise UserError(f"{path}: unsupported pixel type {dtype} (expected 8/16-bit or float)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key putting ``key2`` before ``key10`` (digit runs compare as numbers)."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)), name
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder`` in natural order; hidden files are skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: expected a folder of images, but no such folder")
+    paths = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+    if not paths:
+        raise UserError(f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)})")
+    return sorted(paths, key=lambda p: natural_key(p.name))
+
+
+def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
+    """Float ``c h w`` in [-1, 1] (numpy or CPU tensor) -> ``uint8 (h, w, 3)`` RGB."""
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"expected a (3, h, w) image, got shape {array.shape}")
+    array = np.round((np.clip(array, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    return np.ascontiguousarray(array.transpose(1, 2, 0))
+
+
+def from_uint8_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``uint8 (h, w, 3)`` RGB -> float32 ``c h w`` in [-1, 1] (the inverse of to_uint8_rgb)."""
+    _check_frame(rgb)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe writing
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success it replaces ``path`` in one step.
+
+    On any failure (KeyboardInterrupt included) the temp file is removed and ``path`` is
+    untouched, so no reader ever sees a half-written output. The temp name keeps the suffix
+    (writers that dispatch on it still work) and starts with a dot (folder listings skip it).
+    Atomic against crashes of this process; not fsync'ed against power loss.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool, folder: bool = False) -> None:
+    """Raise UserError unless ``path`` can be written: call it before work that takes long.
+
+    An existing file (or, with ``folder=True``, a non-empty folder) is refused unless
+    ``overwrite``; so is a path whose nearest existing parent is a file or not writable.
+    """
+    path = Path(path)
+    if path.exists():
+        if path.is_dir() and not folder:
+            raise UserError(f"{path}: is a folder; expected a file name")
+        if not path.is_dir() and folder:
+            raise UserError(f"{path}: is a file; expected a folder")
+        if not overwrite and not (folder and not any(path.iterdir())):
+            raise UserError(f"{path} exists; pass --overwrite to replace it")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{path}: cannot create it, {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: folder {parent} is not writable")
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; expected a file name")
+
+
+def _check_frame(frame: np.ndarray) -> None:
+    if not (
+        isinstance(frame, np.ndarray)
+        and frame.dtype == np.uint8
+        and frame.ndim == 3
+        and frame.shape[2] == 3
+    ):
+        shape = getattr(frame, "shape", None)
+        dtype = getattr(frame, "dtype", type(frame).__name__)
+        raise ValueError(f"expected a uint8 (h, w, 3) RGB frame, got {dtype} {shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing images and videos
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray, overwrite: bool = False) -> Path:
+    """Write one ``uint8 (h, w, 3)`` RGB image as PNG, atomically."""
+    path = Path(path)
+    _check_frame(rgb)
+    _refuse_existing(path, overwrite)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+    return path
+
+
+def sequence_name(name: str, index: int) -> str:
+    """File name of frame ``index`` (0-based) of a PNG sequence: ``name.0001.png`` is index 0."""
+    return f"{name}.{index + 1:04d}.png"
+
+
+def write_png_sequence(
+    folder: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    name: str = "frame",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write frames as ``folder/name.0001.png``, ... (1-based, 4 digits, more past 9999).
+
+    Frames stream: each is written (atomically) as it arrives. Without ``overwrite`` an
+    existing sequence of the same name is refused before anything is written; with it, frames
+    of that sequence numbered beyond the new end are removed, so no stale tail remains.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: is a file; expected a folder for the PNG sequence")
+    pattern = re.compile(rf"{re.escape(name)}\.\d{{4,}}\.png")
+    existing = set()
+    if folder.is_dir():
+        existing = {p for p in folder.iterdir() if pattern.fullmatch(p.name)}
+    if existing and not overwrite:
+        raise UserError(
+            f"{folder}: already holds a sequence {sorted(existing)[0].name}...; "
+            "pass --overwrite to replace it"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, frame in enumerate(frames):
+        written.append(write_png(folder / sequence_name(name, index), frame, overwrite=True))
+    if not written:
+        raise ValueError(f"{folder}: no frames to write")
+    for stale in existing - set(written):
+        stale.unlink(missing_ok=True)
+    return written
+
+
+def _fps_fraction(fps: float) -> Fraction:
+    if not (isinstance(fps, (int, float, Fraction)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def write_mp4(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    crf: int = MP4_CRF,
+    overwrite: bool = False,
+) -> Path:
+    """Encode frames (streamed, any iterable) as a browser-playable H.264 MP4, atomically.
+
+    H.264 (libx264), yuv420p, BT.709 matrix in limited range and tagged as such, ``+faststart``
+    (the index goes first, so browsers play while downloading). yuv420p needs even sizes: an odd
+    width or height is padded by one pixel, repeating the last column/row (no pixel is lost).
+    """
+    import av
+
+    path = Path(path)
+    rate = _fps_fraction(fps)
+    _refuse_existing(path, overwrite)
+    options = {"movflags": "+faststart"}
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4", options=options) as out:
+        stream = None
+        for index, frame in enumerate(frames):
+            _check_frame(frame)
+            if stream is None:
+                size = frame.shape[:2]
+                stream = _add_h264_stream(out, rate, size, crf)
+            elif frame.shape[:2] != size:
+                raise ValueError(f"frame {index} is {frame.shape[:2]}, frame 0 was {size}")
+            out.mux(stream.encode(_yuv_frame(frame, index)))
+        if stream is None:
+            raise ValueError(f"{path}: no frames to write")
+        out.mux(stream.encode(None))
+    return path
+
+
+def _add_h264_stream(out, rate: Fraction, size: tuple[int, int], crf: int):
+    """An x264 stream for frames of ``size`` (rounded up to even), tagged BT.709 limited range."""
+    from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+
+    stream = out.add_stream("libx264", rate=rate)
+    stream.height, stream.width = (s + s % 2 for s in size)
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"crf": str(crf), "preset": MP4_PRESET}
+    codec = stream.codec_context
+    codec.colorspace = Colorspace.ITU709
+    codec.color_range = ColorRange.MPEG
+    codec.color_primaries = ColorPrimaries.BT709
+    codec.color_trc = ColorTrc.BT709
+    return stream
+
+
+def _yuv_frame(rgb: np.ndarray, pts: int):
+    """RGB frame -> BT.709 limited-range yuv420p VideoFrame, odd edges padded by repetition."""
+    import av
+    from av.video.reformatter import ColorRange, Colorspace
+
+    pad = ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0))
+    frame = av.VideoFrame.from_ndarray(np.pad(rgb, pad, mode="edge"), format="rgb24")
+    frame = frame.reformat(
+        format="yuv420p",
+        src_colorspace=Colorspace.ITU709,
+        dst_colorspace=Colorspace.ITU709,
+        src_color_range=ColorRange.JPEG,
+        dst_color_range=ColorRange.MPEG,
+    )
+    frame.pts = pts
+    return frame
+
+
+def gif_delays_cs(num_frames: int, fps: float) -> list[int]:
+    """Per-frame GIF delays in 1/100 s whose running sum tracks the true time.
+
+    GIF stores delays in whole centiseconds, so 24 fps (4.17 cs) cannot be stored exactly:
+    delays alternate (4, 4, 5, 4, 4, 4, ...) and the whole clip lasts the right time. Delays are
+    at least 2 cs, because browsers play shorter ones at 10 cs; above 50 fps a GIF runs slow.
+    """
+    rate = _fps_fraction(fps)
+    stamps = [math.floor(i * 100 / rate + Fraction(1, 2)) for i in range(num_frames + 1)]
+    return [max(GIF_MIN_DELAY_CS, b - a) for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+def write_gif(
+    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, overwrite: bool = False
+) -> Path:
+    """Write an endlessly looping GIF with Pillow (adaptive 256-colour palette per frame).
+
+    GIFs are previews: all frames are held in memory. Pillow merges identical consecutive
+    frames into one longer frame, so held shots stay small and keep their duration.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    _fps_fraction(fps)
+    _refuse_existing(path, overwrite)
+    images = []
+    for frame in frames:
+        _check_frame(frame)
+        if images and frame.shape[:2] != (images[0].height, images[0].width):
+            raise ValueError(f"frame {len(images)} is {frame.shape[:2]}, frame 0 differs")
+        images.append(Image.fromarray(frame, mode="RGB"))
+    if not images:
+        raise ValueError(f"{path}: no frames to write")
+    delays_ms = [10 * cs for cs in gif_delays_cs(len(images), fps)]
+    with atomic_path(path) as tmp:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=delays_ms,
+            loop=0,
+        )
+    return path
+
+
+def write_video(
+    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, overwrite: bool = False
+) -> list[Path]:
+    """Write frames by the target's form: ``.mp4``, ``.gif``, or a folder (no suffix) of PNGs.
+
+    Returns the files written. MP4 and PNG sequences stream; GIF holds all frames.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mp4":
+        return [write_mp4(path, frames, fps, overwrite=overwrite)]
+    if suffix == ".gif":
+        return [write_gif(path, frames, fps, overwrite=overwrite)]
+    if suffix == "" or path.is_dir():
+        _fps_fraction(fps)
+        return write_png_sequence(path, frames, overwrite=overwrite)
+    raise UserError(
+        f"{path}: unsupported output format '{path.suffix}'; "
+        "expected .mp4, .gif, or a folder name for a PNG sequence"
+    )
+
+
+def read_video_frames(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Decode a video (MP4, GIF, anything FFmpeg reads) -> ``(uint8 (f, h, w, 3), fps)``."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: video not found")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UserError(f"{path}: has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    except av.FFmpegError as err:
+        raise UserError(f"{path}: not a readable video ({err})") from None
+    if not frames:
+        raise UserError(f"{path}: video has no frames")
+    return np.stack(frames), float(rate) if rate else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance: seeds, configs and versions recorded next to every output
+
+
+@functools.lru_cache(maxsize=1)
+def _static_provenance() -> dict:
+    from importlib import metadata
+
+    try:
+        version = metadata.version("animatic")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    record = {
+        "animatic": version,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": None,
+        "cuda": None,
+        "platform": platform.platform(),
+    }
+    with suppress(ImportError):
+        import torch
+
+        record["torch"] = torch.__version__
+        record["cuda"] = torch.version.cuda
+    record.update(_git_state(Path(__file__).resolve().parents[1]))
+    return record
+
+
+def _git_state(root: Path) -> dict:
+    """The source checkout's commit and whether it has uncommitted changes (None if no git)."""
+    state: dict = {"git_commit": None, "git_dirty": None}
+    if not (root / ".git").exists():
+        return state
+    try:
+        run = functools.partial(
+            subprocess.run, cwd=root, capture_output=True, text=True, timeout=5, check=True
+        )
+        state["git_commit"] = run(["git", "rev-parse", "HEAD"]).stdout.strip() or None
+        dirty = run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+        state["git_dirty"] = bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return state
+
+
+def provenance() -> dict:
+    """Versions, platform, git commit, command line and UTC time of this run."""
+    return {
+        **_static_provenance(),
+        "argv": list(sys.argv),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _json_default(value):
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, CPU tensors
+        return value.tolist()
+    raise TypeError(f"cannot record a {type(value).__name__} in JSON: {value!r}")
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where the record of output ``path`` goes: ``film.mp4`` -> ``film.mp4.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def write_sidecar(path: str | os.PathLike, record: dict) -> Path:
+    """Write ``record`` plus ``provenance()`` as JSON next to output ``path``, atomically.
+
+    An existing sidecar is replaced: it describes the output that was just written.
+    """
+    target = sidecar_path(path)
+    text = json.dumps({**record, "provenance": provenance()}, indent=2, default=_json_default)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Contact sheet
+
+SHEET_MIN_PANEL = 192  # small panels are enlarged (nearest neighbour) to at least this size
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_FONT_SCALE = 0.45
+_MARGIN = 8
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels of caption text; a word too long is split."""
+    lines = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else word
+            if _text_width(candidate) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while _text_width(word) > width and len(word) > 1:
+                cut = 1
+                while cut < len(word) - 1 and _text_width(word[: cut + 1]) <= width:
+                    cut += 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+def _text_width(text: str) -> int:
+    return cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0]
+
+
+def contact_sheet(
+    images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 4
+) -> np.ndarray:
+    """Lay panels out in a grid with wrapped caption lines under each; returns ``uint8`` RGB.
+
+    Panels share one cell size (the largest panel); panels smaller than SHEET_MIN_PANEL are
+    enlarged by a whole factor with nearest neighbour, so pixels stay crisp and text readable.
+    Captions may hold several lines (``\\n``); OpenCV 4 draws ASCII only (others show ``?``).
+    """
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    for image in images:
+        _check_frame(image)
+    cell_h = max(image.shape[0] for image in images)
+    cell_w = max(image.shape[1] for image in images)
+    factor = max(1, math.ceil(SHEET_MIN_PANEL / max(cell_h, cell_w)))
+    cell_h, cell_w = cell_h * factor, cell_w * factor
+    wrapped = [_wrap(caption, cell_w) for caption in captions]
+    (_, text_h), baseline = cv2.getTextSize("Ag", _FONT, _FONT_SCALE, 1)
+    line_h = text_h + baseline + 4
+    caption_h = max(len(lines) for lines in wrapped) * line_h + _MARGIN // 2
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    sheet_h = rows * (cell_h + caption_h + _MARGIN) + _MARGIN
+    sheet_w = columns * (cell_w + _MARGIN) + _MARGIN
+    sheet = np.full((sheet_h, sheet_w, 3), 255, np.uint8)
+    for index, (image, lines) in enumerate(zip(images, wrapped, strict=True)):
+        top = _MARGIN + (index // columns) * (cell_h + caption_h + _MARGIN)
+        left = _MARGIN + (index % columns) * (cell_w + _MARGIN)
+        h, w = image.shape[0] * factor, image.shape[1] * factor
+        panel = cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
+        dy, dx = (cell_h - h) // 2, (cell_w - w) // 2
+        sheet[top + dy : top + dy + h, left + dx : left + dx + w] = panel
+        for n, line in enumerate(lines):
+            y = top + cell_h + (n + 1) * line_h - baseline
+            cv2.putText(sheet, line, (left, y), _FONT, _FONT_SCALE, (20, 20, 20), 1, cv2.LINE_AA)
+    return sheet

@@ -14,8 +14,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (no usage dump); `--help` still shows all."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="animatic",
         description="Text-to-video the way studios work: keyframes from text, then in-betweens.",
     )
@@ -29,15 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: dispatch to the subcommand module; user errors become one line, exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        args = _top_parser().parse_args(argv)
-        if args.command is None:
-            _top_parser().print_help()
-        return 2 if not argv else 0
+        try:
+            _top_parser().parse_args(argv)
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+        _top_parser().print_help()
+        return 2
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"animatic {name}", description=COMMANDS[name][1])
+    parser = _Parser(prog=f"animatic {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
     try:
         return int(module.run(args) or 0)
     except UserError as err:

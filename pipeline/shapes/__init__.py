@@ -1,0 +1,55 @@
+"""The shapes world: a captioned procedural video domain with exact physics (shapes_world.md)."""
+
+from .captions import (
+    Description,
+    ObjectWords,
+    clip_caption,
+    describe_clip,
+    describe_still,
+    format_caption,
+    parse_caption,
+    still_caption,
+)
+from .render import render_clip, render_frame, render_still
+from .world import (
+    BACKGROUNDS,
+    COLOURS,
+    FPS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    SceneObject,
+    allowed_colours,
+    clip_centres,
+    random_clip_scene,
+    random_still_scene,
+    simulate,
+)
+
+__all__ = [
+    "BACKGROUNDS",
+    "COLOURS",
+    "FPS",
+    "POSITIONS",
+    "SHAPES",
+    "SIZES",
+    "Description",
+    "ObjectWords",
+    "Scene",
+    "SceneObject",
+    "allowed_colours",
+    "clip_caption",
+    "clip_centres",
+    "describe_clip",
+    "describe_still",
+    "format_caption",
+    "parse_caption",
+    "random_clip_scene",
+    "random_still_scene",
+    "render_clip",
+    "render_frame",
+    "render_still",
+    "simulate",
+    "still_caption",
+]

@@ -11,6 +11,10 @@ from keyframe.errors import UserError
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("pipeline.dataset", "build a training dataset (the procedural shapes world)"),
+    "train": (
+        "pipeline.train",
+        "train a model with LightningCLI: animatic train STAGE fit --config",
+    ),
 }
 
 

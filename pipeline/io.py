@@ -440,11 +440,12 @@ def _static_provenance() -> dict:
         "cuda": None,
         "platform": platform.platform(),
     }
-    with suppress(ImportError):
-        import torch
-
-        record["torch"] = torch.__version__
-        record["cuda"] = torch.version.cuda
+    torch = sys.modules.get("torch")  # importing torch only to read its version costs seconds
+    if torch is not None:
+        record["torch"], record["cuda"] = torch.__version__, torch.version.cuda
+    else:
+        with suppress(metadata.PackageNotFoundError):
+            record["torch"] = metadata.version("torch")
     record.update(_git_state(Path(__file__).resolve().parents[1]))
     return record
 

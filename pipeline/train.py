@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import warnings
 from pathlib import Path
 
 from keyframe.errors import UserError
@@ -48,8 +49,14 @@ def _check_ckpt_path(cli_args: list[str]) -> None:
 
 def build_cli(stage: str, cli_args: list[str], run: bool = True):
     """Build (and by default run) the LightningCLI of one stage; returns the LightningCLI object."""
+    from jsonargparse import set_parsing_settings
     from lightning.pytorch.cli import LightningCLI
 
+    # Configs load under the `fit`/`validate` subcommand, so `${trainer.x}` in a YAML file is
+    # made relative to that file's root (else it would have to be spelled `${fit.trainer.x}`).
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    # `args` is how this command passes its own arguments; the warning assumes a script.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     model_cls, data_cls = (_import(spec) for spec in STAGES[stage])
 
     class StageCLI(LightningCLI):
@@ -62,7 +69,11 @@ def build_cli(stage: str, cli_args: list[str], run: bool = True):
         data_cls,
         args=cli_args,
         run=run,
-        parser_kwargs={"parser_mode": "omegaconf+", "prog": f"animatic train {stage}"},
+        parser_kwargs={
+            "parser_mode": "omegaconf+",
+            "prog": f"animatic train {stage}",
+            "exit_on_error": False,  # run() reports a bad config or option as one line
+        },
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
     )
@@ -78,6 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jsonargparse import ArgumentError
+
     _check_ckpt_path(args.cli_args)
-    build_cli(args.stage, args.cli_args or ["--help"])
+    try:
+        build_cli(args.stage, args.cli_args or ["--help"])
+    except ArgumentError as err:
+        raise UserError(" ".join(str(err).split())) from None
     return 0

@@ -1,0 +1,419 @@
+"""The keyframe stage as a LightningModule: text-conditioned image diffusion in a latent space.
+
+Built from plain arguments (the `model:` keys of configs/keyframe/*.yaml): a frozen frame
+autoencoder, a text encoder, and a U-Net inside the EDM `Denoiser`. Training uses EDM's loss with
+log-normal noise levels and drops prompts to "" for classifier-free guidance; an EMA copy of the
+trained weights (the U-Net, and the text tower when it trains) is what validation and `sample` use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from keyframe.autoencoder import Autoencoder, load_autoencoder
+from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
+from keyframe.errors import UserError
+from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser
+from keyframe.sampling import sample as run_sampler
+from keyframe.text import TextEncoder
+from keyframe.unet import UNet
+
+MAX_SAMPLE_STEPS = 1000
+VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
+VAL_SEED = 0  # validation noise and sample grids use fixed seeds, so runs compare step to step
+
+_prebuilt: contextvars.ContextVar[Autoencoder | None] = contextvars.ContextVar(
+    "prebuilt_autoencoder", default=None
+)
+
+
+@contextlib.contextmanager
+def prebuilt_autoencoder(autoencoder: Autoencoder) -> Iterator[None]:
+    """KeyframeModules built inside this block use `autoencoder` instead of loading their
+    `autoencoder` argument: checkpoints carry the autoencoder's weights, so loading one must not
+    depend on the file it was first read from."""
+    token = _prebuilt.set(autoencoder)
+    try:
+        yield
+    finally:
+        _prebuilt.reset(token)
+
+
+def check_sampling_options(steps: Any, guidance: Any, sampler: Any) -> None:
+    """UserError unless steps is an integer in 1..1000, guidance a number >= 0, sampler known."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLE_STEPS:
+        raise UserError(f"steps: expected an integer from 1 to {MAX_SAMPLE_STEPS}, got {steps!r}")
+    if (
+        isinstance(guidance, bool)
+        or not isinstance(guidance, (int, float))
+        or not math.isfinite(guidance)
+        or guidance < 0
+    ):
+        raise UserError(f"guidance: expected a number >= 0, got {guidance!r}")
+    if sampler not in SAMPLERS:
+        raise UserError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+
+
+def image_generators(seed: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per image, seeded seed, seed + 1, ...: image i depends only on seed + i,
+    so one storyboard panel can be re-rolled alone and the noise is the same on every device."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63 - count:
+        raise UserError(f"seed: expected an integer from 0 to 2**63 - 1, got {seed!r}")
+    return [torch.Generator().manual_seed(seed + i) for i in range(count)]
+
+
+def _prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise UserError(f"{name} {i}: expected text, got {type(prompt).__name__}")
+    return prompts
+
+
+class KeyframeModule(L.LightningModule):
+    """Text-to-image diffusion (EDM) in the latent space of a frozen frame autoencoder.
+
+    `autoencoder` is "identity" (pixel space) or anything `load_autoencoder` reads. The text
+    tower is a pretrained open_clip tower (`text_model_name` + local `text_pretrained` file) or a
+    small tower trained from scratch (`text_width`, `text_layers`, ...; a `text_vocab_size` below
+    49408 hashes CLIP's token ids into that many rows). `ema_decay` 0 turns the EMA copy off.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        autoencoder: str = "identity",
+        model_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attention_levels: Sequence[int] = (1, 2),
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        gradient_checkpointing: bool = False,
+        text_model_name: str | None = None,
+        text_pretrained: str | None = None,
+        text_width: int = 256,
+        text_layers: int = 4,
+        text_heads: int = 4,
+        text_context_length: int = 77,
+        text_vocab_size: int = 49408,
+        train_text: bool = True,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        cond_drop_rate: float = 0.1,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float = 0.999,
+        sample_steps: int = 30,
+        sample_guidance: float = 5.0,
+        sample_sampler: str = "dpmpp_2m",
+        val_prompts: Sequence[str] = (),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 <= cond_drop_rate <= 1:
+            raise UserError(
+                f"model.cond_drop_rate: expected a value in [0, 1], got {cond_drop_rate}"
+            )
+        if not 0 <= ema_decay < 1:
+            raise UserError(f"model.ema_decay: expected a value in [0, 1), got {ema_decay}")
+        check_sampling_options(sample_steps, sample_guidance, sample_sampler)
+
+        ae = _prebuilt.get()
+        self.autoencoder = load_autoencoder(autoencoder) if ae is None else ae
+        self.autoencoder.requires_grad_(False).eval()
+        self.size_multiple = self.autoencoder.factor * 2 ** (len(channel_mult) - 1)
+        if image_size < 1 or image_size % self.size_multiple:
+            raise UserError(
+                f"model.image_size (data.size): {image_size} must be a positive multiple of "
+                f"{self.size_multiple} (autoencoder factor {self.autoencoder.factor} times the "
+                f"U-Net's {len(channel_mult) - 1} downsamplings)"
+            )
+
+        self.text = TextEncoder(
+            model_name=text_model_name,
+            pretrained=text_pretrained,
+            width=text_width,
+            layers=text_layers,
+            heads=text_heads,
+            context_length=text_context_length,
+            vocab_size=text_vocab_size,
+            freeze=not train_text,
+        )
+        channels = self.autoencoder.latent_channels
+        net = UNet(
+            in_channels=channels,
+            out_channels=channels,
+            model_channels=model_channels,
+            channel_mult=list(channel_mult),
+            num_res_blocks=num_res_blocks,
+            attention_levels=list(attention_levels),
+            num_heads=num_heads,
+            context_dim=self.text.dim,
+            pooled_dim=self.text.pooled_dim,
+            dropout=dropout,
+            checkpoint=gradient_checkpointing,
+        )
+        self.denoiser = Denoiser(net, sigma_data)
+        use_ema = ema_decay > 0
+        self.ema_net = copy.deepcopy(net).requires_grad_(False).eval() if use_ema else None
+        self.ema_text = (
+            copy.deepcopy(self.text).requires_grad_(False).eval()
+            if use_ema and not self.text.frozen
+            else None
+        )
+
+    # ---- pieces other code uses ---------------------------------------------------------------
+
+    @property
+    def latent_channels(self) -> int:
+        return self.autoencoder.latent_channels
+
+    def train(self, mode: bool = True) -> KeyframeModule:
+        """The frozen autoencoder and the EMA copies stay in eval mode."""
+        super().train(mode)
+        for frozen in (self.autoencoder, self.ema_net, self.ema_text):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The U-Net's parameters, and the text tower's when it trains."""
+        params = list(self.denoiser.parameters())
+        if not self.text.frozen:
+            params += list(self.text.parameters())
+        return params
+
+    def encode_text(self, prompts: Sequence[str], ema: bool = False) -> dict[str, torch.Tensor]:
+        """U-Net conditioning for prompts: {context, context_mask, pooled}; `ema` uses the EMA
+        text tower when there is one."""
+        text = self.ema_text if ema and self.ema_text is not None else self.text
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not text.frozen and not ema):
+            tokens, pooled, mask = text(list(prompts))
+        return {"context": tokens, "context_mask": mask, "pooled": pooled}
+
+    def sampling_denoiser(self) -> Denoiser:
+        """The Denoiser with the EMA U-Net (the trained one if EMA is off)."""
+        if self.ema_net is None:
+            return self.denoiser
+        return Denoiser(self.ema_net, self.hparams.sigma_data)
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = self.trainable_parameters()
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # norms, biases
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.999))
+        warmup = max(int(hp.warmup_steps), 0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        with torch.no_grad():
+            latents = self.autoencoder.encode(batch["image"])
+        prompts = drop_conditioning(list(batch["caption"]), self.hparams.cond_drop_rate)
+        cond = self.encode_text(prompts)
+        sigma = sample_training_sigmas(
+            len(latents), self.hparams.p_mean, self.hparams.p_std, device=latents.device
+        )
+        loss = self.denoiser.loss(latents, sigma, **cond)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(latents))
+        return loss
+
+    def ema_decay_at(self, step: int) -> float:
+        """EMA decay with warm-up, min(ema_decay, (1 + step) / (10 + step)): early weights are
+        forgotten quickly, so short runs get a usable average too."""
+        return min(self.hparams.ema_decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- lerp(ema, live, 1 - decay) for every EMA'd parameter; buffers are copied."""
+        weight = 1.0 - self.ema_decay_at(self.global_step)
+        for ema, live in ((self.ema_net, self.denoiser.net), (self.ema_text, self.text)):
+            if ema is None:
+                continue
+            torch._foreach_lerp_(
+                list(ema.parameters()), [p.detach() for p in live.parameters()], weight
+            )
+            for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
+                ema_buffer.copy_(buffer)
+
+    def on_fit_start(self) -> None:
+        # The frozen autoencoder and the EMA copies are in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Right after each optimizer step (so also under gradient accumulation), before any
+        # callback runs: a checkpoint saved at this step holds the EMA of this step.
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The autoencoder's architecture (its weights are in the state dict), so a checkpoint
+        # loads without the file the autoencoder came from.
+        checkpoint["autoencoder_config"] = {
+            "kind": self.autoencoder.kind,
+            "config": self.autoencoder.config(),
+        }
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        latents = self.autoencoder.encode(batch["image"])
+        n = len(latents)
+        generator = torch.Generator().manual_seed(VAL_SEED + batch_idx)
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        denoiser = self.sampling_denoiser()
+        cond = self.encode_text(batch["caption"], ema=True)
+        losses = []
+        for sigma in VAL_SIGMAS:
+            level = torch.full((n,), sigma, device=latents.device)
+            loss = denoiser.loss(latents, level, noise=noise, **cond)
+            self.log(f"val/loss_sigma_{sigma:g}", loss, batch_size=n, sync_dist=True)
+            losses.append(loss)
+        self.log(
+            "val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=n, sync_dist=True
+        )
+        if batch_idx == 0 and self.hparams.val_prompts and not self.trainer.sanity_checking:
+            self._log_samples()
+
+    def _log_samples(self) -> None:
+        """Sample val_prompts (fixed seed) and log the grid: to the logger if it takes images,
+        else as a PNG under the log dir."""
+        from torchvision.utils import make_grid
+
+        log_dir = self.trainer.log_dir  # a collective call: every rank must make it
+        if self.global_rank != 0:
+            return
+        prompts = list(self.hparams.val_prompts)
+        images = self.sample(prompts, seed=VAL_SEED)
+        grid = make_grid((images + 1) / 2, nrow=min(len(prompts), 8), padding=1, pad_value=1.0)
+        logger, step = self.logger, self.global_step
+        experiment = getattr(logger, "experiment", None) if logger is not None else None
+        if hasattr(experiment, "add_image"):  # TensorBoard
+            experiment.add_image("val/samples", grid, step)
+        elif hasattr(logger, "log_image"):  # W&B and others
+            logger.log_image("val/samples", [grid], step=step, caption=["; ".join(prompts)])
+        elif log_dir:
+            _write_png(Path(log_dir) / "samples" / f"step_{step:07d}.png", grid)
+
+    # ---- sampling -----------------------------------------------------------------------------
+
+    def latent_size(self, size: int | Sequence[int] | None = None) -> tuple[int, int]:
+        """Latent (h, w) for an image size (int or (h, w); default image_size); a UserError
+        unless both sides are positive multiples of `size_multiple`."""
+        size = self.hparams.image_size if size is None else size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        m = self.size_multiple
+        if min(h, w) < 1 or h % m or w % m:
+            raise UserError(f"size: {h}x{w} must be positive multiples of {m} for this model")
+        return h // self.autoencoder.factor, w // self.autoencoder.factor
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: str | Sequence[str],
+        negative_prompts: str | Sequence[str] | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        generator: Generator = None,
+        size: int | Sequence[int] | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
+        """Images for prompts, float `b c h w` in [-1, 1] on the CPU, with the EMA weights.
+
+        Guidance runs cond and uncond in one batch; the uncond prompt is the negative prompt
+        ("" if none). Image i uses seed + i (CPU generators, so a seed gives the same noise on
+        every device); `generator` (one, or one per image) replaces the seed; with neither the
+        global RNG is used. Steps, guidance and sampler default to the sample_* hyperparameters.
+        """
+        hp = self.hparams
+        prompts = _prompt_list(prompts, "prompt")
+        if not prompts:
+            raise UserError("prompts: expected at least one prompt")
+        n = len(prompts)
+        if negative_prompts is None or isinstance(negative_prompts, str):
+            negatives = [negative_prompts or ""] * n
+        else:
+            negatives = _prompt_list(negative_prompts, "negative prompt")
+            if len(negatives) != n:
+                raise UserError(
+                    f"negative prompts: expected {n} (one per prompt), got {len(negatives)}"
+                )
+        steps = hp.sample_steps if steps is None else steps
+        guidance = hp.sample_guidance if guidance is None else guidance
+        sampler = hp.sample_sampler if sampler is None else sampler
+        check_sampling_options(steps, guidance, sampler)
+        height, width = self.latent_size(size)
+        if generator is None and seed is not None:
+            generator = image_generators(seed, n)
+
+        was_training = self.training
+        self.eval()
+        try:
+            both = self.encode_text(negatives + prompts, ema=True)
+            uncond = {k: v[:n] for k, v in both.items()}
+            cond = {k: v[n:] for k, v in both.items()}
+            guided = cfg_denoiser(_float32_io(self.sampling_denoiser()), cond, uncond, guidance)
+            latents = run_sampler(
+                guided,
+                (n, self.latent_channels, height, width),
+                steps,
+                sampler,
+                generator=generator,
+                callback=callback,
+                device=self.device,
+            )
+            images = self.autoencoder.decode(latents)
+        finally:
+            self.train(was_training)
+        return images.float().clamp(-1, 1).cpu()
+
+
+def _float32_io(denoiser: Denoiser) -> Callable[..., torch.Tensor]:
+    """The denoiser on inputs in its own dtype (e.g. fp16 weights) with float32 results, so the
+    samplers always integrate in float32."""
+    dtype = next(denoiser.parameters()).dtype
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+        cond = {k: v.to(dtype) if v.is_floating_point() else v for k, v in cond.items()}
+        return denoiser(x.to(dtype), sigma, **cond).float()
+
+    return denoise
+
+
+def _write_png(path: Path, image: torch.Tensor) -> None:
+    """A `c h w` image in [0, 1] as PNG, written atomically."""
+    from PIL import Image
+
+    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

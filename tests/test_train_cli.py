@@ -1,0 +1,123 @@
+"""`animatic train`: configs build, overrides reach interpolations, a keyframe fit runs (also as
+two DDP processes), and bad configs or data are one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from keyframe.module import KeyframeModule
+from pipeline.cli import main
+from pipeline.train import STAGES, build_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*/*.yaml"))
+TINY = str(ROOT / "configs" / "keyframe" / "tiny.yaml")
+
+
+def fit_args(data: Path, root: Path, *extra: str) -> list[str]:
+    return [
+        "train", "keyframe", "fit", "--config", TINY, "--data.data", str(data),
+        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_fast_dev_run_of_the_tiny_config(tiny_shapes, tmp_path, one_thread):
+    assert main(fit_args(tiny_shapes, tmp_path, "--trainer.fast_dev_run", "true")) == 0
+
+
+def test_print_config_resolves_interpolations_after_overrides(tmp_path, capsys):
+    argv = [
+        "train", "keyframe", "fit", "--config", TINY, "--print_config",
+        "--trainer.val_check_interval", "7", "--trainer.default_root_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    checkpoint = config["trainer"]["callbacks"][0]["init_args"]
+    assert checkpoint["every_n_train_steps"] == 7
+    assert checkpoint["dirpath"] == f"{tmp_path}/run/checkpoints"
+    assert config["data"]["size"] == 32 and config["model"]["text_vocab_size"] == 4096
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_config_parses(path, capsys):
+    assert path.parent.name in STAGES
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", path.parent.name, "fit", "--config", str(path), "--print_config"])
+    assert exit_.value.code in (0, None), capsys.readouterr().err
+    assert yaml.safe_load(capsys.readouterr().out)["model"]
+
+
+@pytest.mark.parametrize("name", ["tiny", "shapes"])
+def test_keyframe_configs_instantiate(name, tiny_shapes, tmp_path):
+    args = ["--config", str(ROOT / "configs" / "keyframe" / f"{name}.yaml")]
+    args += ["--data.data", str(tiny_shapes), "--trainer.default_root_dir", str(tmp_path)]
+    if name == "shapes":  # its autoencoder is trained separately: pixel space stands in here
+        args += ["--model.autoencoder", "identity"]
+    cli = build_cli("keyframe", args, run=False)
+    assert isinstance(cli.model, KeyframeModule)
+    assert cli.model.hparams.image_size == cli.datamodule.size  # linked from data.size
+    unet = sum(p.numel() for p in cli.model.denoiser.parameters())
+    assert unet < 1_000_000 if name == "tiny" else unet > 5_000_000
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run(tiny_shapes, tmp_path):
+    """DDP relaunches the command line, so it runs as a child process, not inside pytest."""
+    argv = fit_args(
+        tiny_shapes, tmp_path,
+        "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+        "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+    )  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *argv],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert list((tmp_path / "lightning_logs").glob("version_*/samples/step_0000003.png"))
+
+
+def test_unknown_config_key_is_a_one_line_error(tiny_shapes, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  bogus_key: 3\n")
+    assert main(fit_args(tiny_shapes, tmp_path, "--config", str(bad))) == 2
+    assert "bogus_key" in one_line_error(capsys)
+
+
+def test_bad_option_value_is_a_one_line_error(tiny_shapes, tmp_path, capsys):
+    assert main(fit_args(tiny_shapes, tmp_path, "--model.num_heads", "two")) == 2
+    assert "model.num_heads" in one_line_error(capsys)
+
+
+def test_image_folder_without_captions_is_a_one_line_error(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((32, 32, 3), np.uint8))  # and no a.txt
+    assert main(fit_args(folder, tmp_path / "run")) == 2
+    assert "a.png" in one_line_error(capsys)
+
+
+def test_missing_checkpoint_to_resume_is_a_one_line_error(tiny_shapes, tmp_path, capsys):
+    missing = tmp_path / "nope.ckpt"
+    assert main(fit_args(tiny_shapes, tmp_path, "--ckpt_path", str(missing))) == 2
+    assert "nope.ckpt" in one_line_error(capsys)

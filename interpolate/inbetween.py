@@ -1,0 +1,270 @@
+"""In-betweening: keys at chosen frame numbers in, every frame of the sequence out.
+
+A sequence longer than the model's trained window is sampled window by window (`plan_windows`):
+neighbouring keys that fit in one window share it; a window takes the last frames already made
+before it as extra known context, so motion runs on smoothly across keys; a gap too long for one
+window first gets evenly spaced anchor frames at a coarser frame rate (one window, fps conditioned
+on the wider spacing), and the frames between anchors are filled afterwards (coarse to fine, as
+NUWA-XL and hierarchical video diffusion do). Frames stream out in order as soon as they are final,
+and latents are dropped once no later window needs them, so memory stays flat in the length.
+
+Within a window the known latents condition the network and also replace the known frames of every
+x0 prediction; the key frames of the output are the given key pixels, written back exactly.
+Each window draws its noise from (seed, window index) alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from interpolate.module import check_sampling_options
+from keyframe.errors import UserError
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One network run: the timeline frames it covers (increasing), their mean spacing in frames
+    (1 for consecutive frames; more for coarse anchors), and which of them it generates."""
+
+    index: int
+    positions: tuple[int, ...]
+    stride: float
+    generate: tuple[int, ...]
+
+
+def check_timing(positions: Sequence[int], num_frames: int) -> list[int]:
+    """Key frame numbers as a list of ints: strictly increasing, inside 0..num_frames-1."""
+    positions = [int(p) for p in positions]
+    if not positions:
+        raise UserError("timing: expected at least one key")
+    if any(b <= a for a, b in zip(positions, positions[1:], strict=False)):
+        raise UserError(f"timing {positions}: key frame numbers must be strictly increasing")
+    if positions[0] < 0 or positions[-1] >= num_frames:
+        raise UserError(
+            f"timing {positions}: key frame numbers must lie in 0..{num_frames - 1} "
+            f"for a {num_frames}-frame sequence"
+        )
+    return positions
+
+
+def plan_windows(
+    keys: Sequence[int], num_frames: int, window: int, context: int = 2
+) -> list[Window]:
+    """The windows that make every frame of a `num_frames` sequence with keys at `keys`.
+
+    Windows hold at most `window` frames and run in order; each generates the frames it covers that
+    are not known yet (keys or made by an earlier window). `context` caps how many known frames
+    before a gap a window takes along.
+    """
+    keys = check_timing(keys, num_frames)
+    if window < 3:
+        raise UserError(f"window: expected at least 3 frames, got {window}")
+    context = max(0, int(context))
+    known = set(keys)
+    windows: list[Window] = []
+
+    def add(positions: Sequence[int], stride: float = 1.0) -> None:
+        positions = tuple(sorted(set(positions)))
+        generate = tuple(p for p in positions if p not in known)
+        if not generate:
+            raise RuntimeError(f"window plan stalled at {positions}")  # a bug, never input
+        windows.append(Window(len(windows), positions, stride, generate))
+        known.update(generate)
+
+    if num_frames <= window:
+        if len(known) < num_frames:
+            add(range(num_frames))
+        return windows
+    while len(known) < num_frames:
+        cursor = next(p for p in range(num_frames) if p not in known)
+        right = min((p for p in known if p > cursor), default=None)
+        if cursor == 0:
+            # Frames before the first key: a window ending at the key (filled right to left).
+            if right < window:
+                last = max(p for p in known if p < window)
+                add(range(last + 1))
+            else:
+                add(range(right - window + 1, right + 1))
+        elif right is None:
+            # After the last key: extension, led by the last frames made.
+            lead = min(cursor, max(context, 1), window - 1)
+            add(range(cursor - lead, min(num_frames, cursor - lead + window)))
+        elif right - cursor + 2 <= window:
+            # The gap fits: take every later key that fits too, then context before the gap.
+            start = cursor - 1
+            last = max(p for p in known if p <= start + window - 1)
+            lead = min(context, start, window - (last - start + 1))
+            add(range(start - lead, last + 1))
+        else:
+            # A long gap: evenly spaced anchors first, at the coarser spacing.
+            start = cursor - 1
+            pieces = min(math.ceil((right - start) / max(window - 1 - context, 1)), window - 1)
+            stride = (right - start) / pieces
+            anchors = [start + round(i * stride) for i in range(pieces + 1)]
+            lead = min(context, window - len(anchors))
+            before = [start - round(j * stride) for j in range(1, lead + 1)]
+            add([p for p in before if p >= 0] + anchors, stride)
+    return windows
+
+
+def window_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for window `index`, from (seed, index) only."""
+    state = np.random.SeedSequence([int(seed) & (2**63 - 1), index]).generate_state(1, np.uint64)
+    return int(state[0]) & (2**63 - 1)
+
+
+def _last_use(windows: Sequence[Window], num_frames: int) -> list[int]:
+    """For each frame, the index of the last window that reads or writes it."""
+    last = [-1] * num_frames
+    for w in windows:
+        for p in w.positions:
+            last[p] = w.index
+    return last
+
+
+def _stack_keys(keys) -> torch.Tensor:
+    if isinstance(keys, torch.Tensor):
+        if keys.ndim != 4:
+            raise UserError(f"keys: expected a (k, c, h, w) tensor, got shape {tuple(keys.shape)}")
+        return keys
+    keys = list(keys)
+    if not keys:
+        raise UserError("keys: expected at least one key image")
+    shapes = {tuple(k.shape) for k in keys}
+    if len(shapes) != 1:
+        raise UserError(f"keys: all keys must have the same shape, got {sorted(shapes)}")
+    return torch.stack(list(keys))
+
+
+def interpolate_frames(
+    model,
+    keys,
+    positions: Sequence[int],
+    num_frames: int,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+    prompt: str | None = None,
+    fps: float | None = None,
+    callback: Callback | None = None,
+    window: int | None = None,
+    context: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Stream the frames (c, h, w) on the CPU in [-1, 1], in order; see `interpolate`.
+
+    Arguments are checked (and keys encoded) at the call, before any frame is asked for.
+    """
+    keys = _stack_keys(keys).float()
+    positions = check_timing(positions, num_frames)
+    if len(positions) != keys.shape[0]:
+        raise UserError(f"timing: {len(positions)} frame numbers for {keys.shape[0]} keys")
+    window = model.hparams.num_frames if window is None else window
+    context = model.hparams.context_frames if context is None else context
+    fps = float(model.hparams.sample_fps if fps is None else fps)
+    if not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"fps: expected a positive frame rate, got {fps}")
+    windows = plan_windows(positions, num_frames, window, context)
+    steps = model.hparams.sample_steps if steps is None else steps
+    sampler = model.hparams.sample_sampler if sampler is None else sampler
+    cond = model.sampling_conditions(prompt, guidance)
+    check_sampling_options(steps, cond["guidance"], sampler)
+    latents = dict(zip(positions, model.encode_frames(keys).unbind(0), strict=True))
+    key_at = dict(zip(positions, keys.cpu(), strict=True))
+    options = {"steps": steps, "sampler": sampler, "seed": seed, "fps": fps, "callback": callback}
+    return _stream(model, windows, num_frames, key_at, latents, cond, **options)
+
+
+@torch.no_grad()
+def _stream(
+    model,
+    windows: Sequence[Window],
+    num_frames: int,
+    key_at: dict[int, torch.Tensor],
+    latents: dict[int, torch.Tensor],
+    cond: dict[str, Any],
+    steps: int,
+    sampler: str,
+    seed: int,
+    fps: float,
+    callback: Callback | None,
+) -> Iterator[torch.Tensor]:
+    """Run the windows in order, yielding each frame as soon as it and all before it are made;
+    a latent is dropped after the last window that uses it."""
+    last_use = _last_use(windows, num_frames)
+    pixels: dict[int, torch.Tensor] = {}
+    emitted = 0
+    for w in [*windows, None]:
+        while emitted < num_frames and (emitted in pixels or emitted in key_at):
+            yield key_at[emitted] if emitted in key_at else pixels.pop(emitted)
+            emitted += 1
+        if w is None:
+            break
+        known = [p not in w.generate for p in w.positions]
+        frame_fps = fps / w.stride
+        generator = torch.Generator().manual_seed(window_seed(seed, w.index))
+
+        def report(info: dict, w: Window = w) -> None:
+            if callback is not None:
+                callback({**info, "window": w.index, "windows": len(windows)})
+
+        out = model.sample_window(
+            [latents.get(p) for p in w.positions],
+            known,
+            cond,
+            steps=steps,
+            sampler=sampler,
+            fps=frame_fps,
+            generator=generator,
+            callback=report,
+        )
+        made = [i for i, k in enumerate(known) if not k]
+        decoded = model.decode_frames(out[made]) if made else []
+        for i, frame in zip(made, decoded, strict=True):
+            p = w.positions[i]
+            latents[p] = out[i]
+            pixels[p] = frame
+        for p in list(latents):
+            if last_use[p] <= w.index:
+                del latents[p]
+    if emitted != num_frames:
+        raise RuntimeError(f"window plan left frame {emitted} unmade")
+
+
+def interpolate(
+    model,
+    keys,
+    positions: Sequence[int],
+    num_frames: int,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+    prompt: str | None = None,
+    fps: float | None = None,
+    callback: Callback | None = None,
+    window: int | None = None,
+    context: int | None = None,
+) -> torch.Tensor:
+    """The full sequence `c f h w` in [-1, 1] (CPU) with the keys exactly in place.
+
+    `model` is an InterpolateModule; `keys` are (k, c, h, w) images in [-1, 1] at a size the model
+    takes; `positions` their frame numbers (strictly increasing) in a `num_frames` sequence.
+    steps, guidance (text classifier-free guidance scale), sampler, window (frames per network
+    run) and context (known frames carried into the next window) default to the model's.
+    `fps` is the frame rate of the sequence (for frame-rate conditioned models). `callback` gets
+    the sampler's per-step dict plus "window" and "windows".
+    """
+    frames = interpolate_frames(
+        model, keys, positions, num_frames, steps, guidance, seed, sampler, prompt, fps,
+        callback, window, context,
+    )  # fmt: skip
+    return torch.stack(list(frames), dim=1)

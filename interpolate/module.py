@@ -1,0 +1,703 @@
+"""The interpolation stage as a LightningModule: frame-conditioned video diffusion in latent space.
+
+Built from plain arguments (the `model:` keys of configs/interpolate/*.yaml): a frozen frame
+autoencoder, the keyframe U-Net inflated with temporal layers (`VideoUNet`), an optional text
+encoder and frame-rate conditioning. Each training clip gets a random mask of known frames
+(`interpolate.masks`); the EDM loss counts the unknown frames only. An EMA copy of the trained
+weights is what validation, sampling and `save_pretrained` use. `init_from` starts the spatial
+layers from a trained keyframe model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import inspect
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from einops import rearrange
+from torch import nn
+
+from interpolate.masks import check_weights, draw_mask
+from interpolate.temporal import VideoUNet
+from keyframe.autoencoder import Autoencoder, load_autoencoder
+from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
+from keyframe.errors import UserError
+from keyframe.module import check_sampling_options
+from keyframe.pretrained import _atomic_write, _build_autoencoder, sampling_state_dict
+from keyframe.sampling import Callback, cfg_denoiser
+from keyframe.sampling import sample as run_sampler
+from keyframe.text import TextEncoder
+
+VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
+VAL_SEED = 0
+WEIGHTS_NAME = "model.safetensors"  # the keyframe stage's layout (keyframe/pretrained.py)
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+_FLOAT32_KEYS = ("autoencoder.latent_scale", "autoencoder.latent_shift")
+
+_prebuilt: contextvars.ContextVar[Autoencoder | None] = contextvars.ContextVar(
+    "prebuilt_interpolate_autoencoder", default=None
+)
+
+
+@contextlib.contextmanager
+def _prebuilt_autoencoder(autoencoder: Autoencoder) -> Iterator[None]:
+    """InterpolateModules built in this block use `autoencoder` instead of loading their
+    `autoencoder` argument (a checkpoint carries the weights; the file may be gone)."""
+    token = _prebuilt.set(autoencoder)
+    try:
+        yield
+    finally:
+        _prebuilt.reset(token)
+
+
+def _find_prefix(state: Mapping[str, Any], markers: Sequence[str]) -> str | None:
+    """The key prefix under which all `markers` exist (an EMA copy preferred), else None."""
+    found = set()
+    for key in state:
+        if key.endswith(markers[0]):
+            prefix = key[: len(key) - len(markers[0])]
+            if all(prefix + m in state for m in markers[1:]):
+                found.add(prefix)
+    if not found:
+        return None
+    return sorted(found, key=lambda p: ("ema" not in p, len(p), p))[0]
+
+
+def _text_layer(key: str) -> bool:
+    """U-Net parameters that only exist with text conditioning (cross-attention, pooled)."""
+    return key.startswith("pooled_embed.") or ".attn.cross_attn." in key or ".attn.norm2." in key
+
+
+def _read_state(path: str) -> dict[str, torch.Tensor]:
+    """A flat state dict from a Lightning .ckpt, a .safetensors file, or a folder of them."""
+    source = Path(path)
+    if not source.exists():
+        raise UserError(f"model.init_from: {path}: no such file or folder")
+    files = sorted(source.glob("*.safetensors")) if source.is_dir() else [source]
+    if not files:
+        raise UserError(f"model.init_from: {path}: folder holds no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            if file.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state.update(load_file(file))
+            else:
+                ckpt = torch.load(file, map_location="cpu", weights_only=True)
+                state.update(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {})
+        except Exception as err:
+            raise UserError(f"model.init_from: {file}: unreadable weights ({err})") from None
+    return state
+
+
+class InterpolateModule(L.LightningModule):
+    """Frame-conditioned video diffusion (EDM) in the latent space of a frozen frame autoencoder.
+
+    U-Net arguments match KeyframeModule's, so a keyframe model's weights load via `init_from`
+    (a keyframe .ckpt, or a folder / .safetensors file of its weights). Temporal layers:
+    `temporal_attention` (conv only when False), `temporal_heads`, `max_relative_distance`.
+    `text_conditioning` adds a text tower (as the keyframe stage's; prompts dropped to "" at
+    `cond_drop_rate`); `fps_conditioning` embeds the clip's frame rate. `mask_weights` sets the
+    mixture of training masks (interpolate.masks); each batch is cut to a random length in
+    [min_frames, num_frames]. Sampling defaults: sample_* and `context_frames` (known frames
+    carried from one window into the next).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        num_frames: int = 16,
+        autoencoder: str = "identity",
+        model_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attention_levels: Sequence[int] = (1, 2),
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        gradient_checkpointing: bool = False,
+        temporal_attention: bool = True,
+        temporal_heads: int = 4,
+        max_relative_distance: int = 16,
+        text_conditioning: bool = False,
+        text_model_name: str | None = None,
+        text_pretrained: str | None = None,
+        text_width: int = 256,
+        text_layers: int = 4,
+        text_heads: int = 4,
+        text_context_length: int = 77,
+        text_vocab_size: int = 49408,
+        train_text: bool = True,
+        cond_drop_rate: float = 0.1,
+        fps_conditioning: bool = True,
+        mask_weights: dict[str, float] | None = None,
+        min_frames: int = 3,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float = 0.999,
+        sample_steps: int = 25,
+        sample_guidance: float = 1.0,
+        sample_sampler: str = "dpmpp_2m",
+        sample_fps: float = 24.0,
+        context_frames: int = 2,
+        init_from: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.mask_weights = check_weights(mask_weights)
+        if not 2 <= min_frames <= num_frames:
+            raise UserError(
+                f"model.min_frames: expected 2..num_frames ({num_frames}), got {min_frames}"
+            )
+        if not 0 <= cond_drop_rate <= 1:
+            raise UserError(
+                f"model.cond_drop_rate: expected a value in [0, 1], got {cond_drop_rate}"
+            )
+        if not 0 <= ema_decay < 1:
+            raise UserError(f"model.ema_decay: expected a value in [0, 1), got {ema_decay}")
+        if not sample_fps > 0:
+            raise UserError(f"model.sample_fps: expected a positive frame rate, got {sample_fps}")
+        check_sampling_options(sample_steps, sample_guidance, sample_sampler)
+
+        ae = _prebuilt.get()
+        self.autoencoder = load_autoencoder(autoencoder) if ae is None else ae
+        self.autoencoder.requires_grad_(False).eval()
+        self.size_multiple = self.autoencoder.factor * 2 ** (len(channel_mult) - 1)
+        if image_size < 1 or image_size % self.size_multiple:
+            raise UserError(
+                f"model.image_size (data.size): {image_size} must be a positive multiple of "
+                f"{self.size_multiple} (autoencoder factor {self.autoencoder.factor} times the "
+                f"U-Net's {len(channel_mult) - 1} downsamplings)"
+            )
+        self.text = (
+            TextEncoder(
+                model_name=text_model_name,
+                pretrained=text_pretrained,
+                width=text_width,
+                layers=text_layers,
+                heads=text_heads,
+                context_length=text_context_length,
+                vocab_size=text_vocab_size,
+                freeze=not train_text,
+            )
+            if text_conditioning
+            else None
+        )
+        net = VideoUNet(
+            latent_channels=self.autoencoder.latent_channels,
+            model_channels=model_channels,
+            channel_mult=list(channel_mult),
+            num_res_blocks=num_res_blocks,
+            attention_levels=list(attention_levels),
+            num_heads=num_heads,
+            context_dim=self.text.dim if self.text is not None else None,
+            pooled_dim=self.text.pooled_dim if self.text is not None else None,
+            dropout=dropout,
+            checkpoint=gradient_checkpointing,
+            temporal_attention=temporal_attention,
+            temporal_heads=temporal_heads,
+            max_relative_distance=max_relative_distance,
+            fps_conditioning=fps_conditioning,
+        )
+        self.denoiser = Denoiser(net, sigma_data)
+        self.ema_net: VideoUNet | None = None
+        self.ema_text: TextEncoder | None = None
+        self._make_ema()
+        self._ema_step = -1
+        self._initialised = init_from is None
+
+    # ---- pieces other code uses ---------------------------------------------------------------
+
+    @property
+    def latent_channels(self) -> int:
+        return self.autoencoder.latent_channels
+
+    def _make_ema(self) -> None:
+        """(Re)start the EMA copies from the live weights."""
+        if self.hparams.ema_decay <= 0:
+            return
+        self.ema_net = copy.deepcopy(self.denoiser.net).requires_grad_(False).eval()
+        if self.text is not None and not self.text.frozen:
+            self.ema_text = copy.deepcopy(self.text).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> InterpolateModule:
+        """The frozen autoencoder and the EMA copies stay in eval mode."""
+        super().train(mode)
+        for frozen in (self.autoencoder, self.ema_net, self.ema_text):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.denoiser.parameters())
+        if self.text is not None and not self.text.frozen:
+            params += list(self.text.parameters())
+        return params
+
+    def encode_text(self, prompts: Sequence[str], ema: bool = False) -> dict[str, torch.Tensor]:
+        """Cross-attention conditioning {context, context_mask, pooled}; {} without text."""
+        if self.text is None:
+            return {}
+        text = self.ema_text if ema and self.ema_text is not None else self.text
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not text.frozen and not ema):
+            tokens, pooled, mask = text(list(prompts))
+        return {"context": tokens, "context_mask": mask, "pooled": pooled}
+
+    def sampling_denoiser(self) -> Denoiser:
+        """The Denoiser with the EMA network (the trained one if EMA is off)."""
+        if self.ema_net is None:
+            return self.denoiser
+        return Denoiser(self.ema_net, self.hparams.sigma_data)
+
+    # ---- initialising from a keyframe model ---------------------------------------------------
+
+    @torch.no_grad()
+    def load_keyframe_weights(self, path: str) -> dict[str, list[str]]:
+        """Copy a keyframe model's U-Net (its EMA copy when present) and, with text conditioning,
+        its text tower into this model. Only temporal layers, the fps embedding and the extra
+        input channels may be missing: the input conv's pretrained weights go to the noisy-latent
+        channels and the known-latent and mask channels start at zero. Returns what was missing."""
+        state = _read_state(path)
+        prefix = _find_prefix(state, ("conv_in.weight", "time_embed.0.weight", "conv_out.weight"))
+        if prefix is None:
+            raise UserError(f"model.init_from: {path}: no keyframe U-Net weights found")
+        unet = self.denoiser.net.unet
+        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if self.text is None:  # a motion model without text: leave the text layers behind
+            weights = {k: v for k, v in weights.items() if not _text_layer(k)}
+        conv_in = weights.pop("conv_in.weight")
+        own = unet.conv_in.weight
+        c = self.latent_channels
+        if (
+            conv_in.shape[0] != own.shape[0]
+            or conv_in.shape[1] != c
+            or conv_in.shape[2:] != own.shape[2:]
+        ):
+            raise UserError(
+                f"model.init_from: {path}: input conv {tuple(conv_in.shape)} does not fit this "
+                f"model ({tuple(own.shape)} with {c} latent channels): U-Net arguments differ"
+            )
+        widened = torch.zeros_like(own)
+        widened[:, :c] = conv_in.to(own)
+        weights["conv_in.weight"] = widened
+        mismatched = [
+            k for k, v in weights.items()
+            if k in unet.state_dict() and unet.state_dict()[k].shape != v.shape
+        ]  # fmt: skip
+        if mismatched:
+            raise UserError(
+                f"model.init_from: {path}: {mismatched[0]} has another shape here: the U-Net "
+                "arguments (model_channels, channel_mult, ...) must match the keyframe model's"
+            )
+        result = unet.load_state_dict(weights, strict=False)
+        bad = [k for k in result.missing_keys if "temporal" not in k]
+        if result.unexpected_keys or bad:
+            name = (result.unexpected_keys or bad)[0]
+            raise UserError(
+                f"model.init_from: {path}: U-Net layout differs from this model's ({name}); "
+                "use the keyframe model's U-Net arguments and text settings"
+            )
+        if self.text is not None:
+            text_prefix = _find_prefix(state, ("tower.token_embedding.weight",))
+            if text_prefix is not None:
+                text_state = {
+                    k[len(text_prefix) :]: v for k, v in state.items() if k.startswith(text_prefix)
+                }
+                try:
+                    self.text.load_state_dict(text_state)
+                except RuntimeError as err:
+                    raise UserError(
+                        f"model.init_from: {path}: text tower does not fit ({str(err)[:200]})"
+                    ) from None
+        self._make_ema()
+        return {"missing": result.missing_keys}
+
+    def setup(self, stage: str) -> None:
+        # Before Lightning restores a resumed checkpoint, which then replaces these weights.
+        if stage == "fit" and not self._initialised:
+            self.load_keyframe_weights(self.hparams.init_from)
+            self._initialised = True
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = self.trainable_parameters()
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.999))
+        warmup = max(int(hp.warmup_steps), 0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def masked_batch(
+        self, video: torch.Tensor, length: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents of the first `length` frames of each clip, reordered by a drawn mask, and the
+        masks (b, 1, length, 1, 1) float (1 = known)."""
+        with torch.no_grad():
+            latents = self.autoencoder.encode(video[:, :, :length])
+        orders, masks = [], []
+        for _ in range(latents.shape[0]):
+            known, order = draw_mask(length, generator, self.mask_weights)
+            orders.append(order)
+            masks.append(known)
+        order = torch.stack(orders).to(latents.device)
+        index = order[:, None, :, None, None].expand(-1, latents.shape[1], -1, *latents.shape[3:])
+        latents = latents.gather(2, index)
+        mask = torch.stack(masks).to(latents)[:, None, :, None, None]
+        return latents, mask
+
+    def _loss(self, denoiser, latents, mask, sigma, cond, fps, noise=None) -> torch.Tensor:
+        return denoiser.loss(
+            latents, sigma, noise=noise, weight=1 - mask, known=latents * mask, mask=mask,
+            fps=fps, **cond,
+        )  # fmt: skip
+
+    def _fps(self, batch: dict, n: int) -> torch.Tensor | None:
+        if not self.hparams.fps_conditioning:
+            return None
+        fps = batch.get("fps")
+        if fps is None:
+            return torch.full((n,), float(self.hparams.sample_fps), device=self.device)
+        return torch.as_tensor(fps, dtype=torch.float32, device=self.device).reshape(n)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        video = batch["video"]
+        frames = video.shape[2]
+        low = min(self.hparams.min_frames, frames)
+        length = int(torch.randint(low, frames + 1, ()))
+        latents, mask = self.masked_batch(video, length)
+        n = latents.shape[0]
+        cond = {}
+        if self.text is not None:
+            prompts = drop_conditioning(list(batch["caption"]), self.hparams.cond_drop_rate)
+            cond = self.encode_text(prompts)
+        sigma = sample_training_sigmas(
+            n, self.hparams.p_mean, self.hparams.p_std, device=latents.device
+        )
+        loss = self._loss(self.denoiser, latents, mask, sigma, cond, self._fps(batch, n))
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+    def ema_decay_at(self, step: int) -> float:
+        """EMA decay with warm-up, min(ema_decay, (1 + step) / (10 + step))."""
+        return min(self.hparams.ema_decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        weight = 1.0 - self.ema_decay_at(self.global_step)
+        for ema, live in ((self.ema_net, self.denoiser.net), (self.ema_text, self.text)):
+            if ema is None or live is None:
+                continue
+            torch._foreach_lerp_(
+                list(ema.parameters()), [p.detach() for p in live.parameters()], weight
+            )
+            for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
+                ema_buffer.copy_(buffer)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step != self._ema_step:  # once per optimizer step
+            self._ema_step = self.global_step
+            self.update_ema()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["autoencoder_config"] = {
+            "kind": self.autoencoder.kind,
+            "config": self.autoencoder.config(),
+        }
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        video = batch["video"]
+        generator = torch.Generator().manual_seed(VAL_SEED + batch_idx)
+        latents, mask = self.masked_batch(video, video.shape[2], generator)
+        n = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        cond = self.encode_text(batch["caption"], ema=True) if self.text is not None else {}
+        denoiser = self.sampling_denoiser()
+        losses = []
+        for sigma in VAL_SIGMAS:
+            level = torch.full((n,), sigma, device=latents.device)
+            loss = self._loss(denoiser, latents, mask, level, cond, self._fps(batch, n), noise)
+            self.log(f"val/loss_sigma_{sigma:g}", loss, batch_size=n, sync_dist=True)
+            losses.append(loss)
+        self.log(
+            "val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=n, sync_dist=True
+        )
+
+    # ---- sampling (used by interpolate.inbetween) ---------------------------------------------
+
+    def check_frame_size(self, height: int, width: int) -> None:
+        m = self.size_multiple
+        if min(height, width) < 1 or height % m or width % m:
+            raise UserError(f"frame size {height}x{width}: must be multiples of {m} for this model")
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(n, c, H, W) images in [-1, 1] -> (n, latent, h, w) latents on the model's device."""
+        self.check_frame_size(*frames.shape[-2:])
+        ae = self.autoencoder
+        return ae.encode(frames.to(self.device, next(iter(self.parameters())).dtype)).float()
+
+    @torch.no_grad()
+    def decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """(n, latent, h, w) -> (n, c, H, W) float images in [-1, 1] on the CPU."""
+        return self.autoencoder.decode(latents).float().clamp(-1, 1).cpu()
+
+    @torch.no_grad()
+    def sampling_conditions(
+        self, prompt: str | None = None, guidance: float | None = None
+    ) -> dict[str, Any]:
+        """Text conditioning for sampling: {"cond", "uncond", "guidance"}, encoded once and
+        shared by every window. Without a text model a prompt is refused."""
+        guidance = self.hparams.sample_guidance if guidance is None else guidance
+        if self.text is None:
+            if prompt:
+                raise UserError("prompt: this interpolation model has no text conditioning")
+            return {"cond": {}, "uncond": None, "guidance": 1.0}
+        if prompt is not None and not isinstance(prompt, str):
+            raise UserError(f"prompt: expected text, got {type(prompt).__name__}")
+        both = self.encode_text(["", prompt or ""], ema=True)
+        uncond = {k: v[:1] for k, v in both.items()}
+        cond = {k: v[1:] for k, v in both.items()}
+        if not prompt or guidance == 1:
+            return {"cond": cond, "uncond": None, "guidance": 1.0}
+        return {"cond": cond, "uncond": uncond, "guidance": float(guidance)}
+
+    @torch.no_grad()
+    def sample_window(
+        self,
+        latents: Sequence[torch.Tensor | None],
+        known: Sequence[bool],
+        conditions: Mapping[str, Any],
+        steps: int | None = None,
+        sampler: str | None = None,
+        fps: float | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
+        """Sample one window: `latents` (c, h, w) per frame (None where unknown), `known` per
+        frame. Returns (f, c, h, w) latents with the known frames exactly as given."""
+        hp = self.hparams
+        steps = hp.sample_steps if steps is None else steps
+        sampler = hp.sample_sampler if sampler is None else sampler
+        check_sampling_options(steps, conditions["guidance"], sampler)
+        reference = next(z for z in latents if z is not None)
+        device = self.device
+        frames = [
+            z.to(device).float() if k else torch.zeros_like(reference, device=device).float()
+            for z, k in zip(latents, known, strict=True)
+        ]
+        known_latents = rearrange(torch.stack(frames), "f c h w -> 1 c f h w")
+        mask = torch.tensor(list(known), device=device)[None, None, :, None, None]
+        fps_value = (hp.sample_fps if fps is None else fps) if hp.fps_conditioning else None
+        extra = {
+            "known": known_latents,
+            "mask": mask.float(),
+            "fps": None if fps_value is None else torch.tensor([float(fps_value)], device=device),
+        }
+        base = self.sampling_denoiser()
+        dtype = next(base.parameters()).dtype
+
+        def raw(x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+            cond = {
+                k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                for k, v in cond.items()
+            }
+            return base(x.to(dtype), sigma, **cond).float()
+
+        cond = {**conditions["cond"], **extra}
+        if conditions["uncond"] is not None:
+            uncond = {**conditions["uncond"], **extra}
+            guided = cfg_denoiser(raw, cond, uncond, conditions["guidance"])
+        else:
+
+            def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+                return raw(x, sigma, **cond)
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask, known_latents, guided(x, sigma))
+
+        shape = (1, *known_latents.shape[1:])
+        noise = torch.randn(shape, generator=generator).to(device)
+        was_training = self.training
+        self.eval()
+        try:
+            out = run_sampler(
+                denoise, noise, steps, sampler, generator=generator, callback=callback
+            )
+        finally:
+            self.train(was_training)
+        out = torch.where(mask, known_latents, out)
+        return rearrange(out[0], "c f h w -> f c h w")
+
+    # ---- saving and loading -------------------------------------------------------------------
+
+    def save_pretrained(
+        self, directory: str | os.PathLike, fp16: bool = True, overwrite: bool = False
+    ) -> Path:
+        """Write the sampling weights and config in the keyframe stage's layout (see
+        keyframe/pretrained.py): `model.safetensors` (EMA network as `net.*`, text tower as
+        `text.*`, autoencoder as `autoencoder.*`; fp16 if asked) and `config.json`, atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        targets = (directory / WEIGHTS_NAME, directory / CONFIG_NAME)
+        existing = [p for p in targets if p.exists()]
+        if existing and not overwrite:
+            raise UserError(f"{existing[0]}: already exists (pass overwrite=True to replace it)")
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f"{directory}: is a file; expected a folder for the model")
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {}
+        for key, value in sampling_state_dict(self.state_dict()).items():
+            value = value.detach().cpu()
+            if fp16 and value.is_floating_point() and key not in _FLOAT32_KEYS:
+                value = value.half()
+            state[key] = value.contiguous().clone()  # no shared storage: safetensors refuses it
+        names = inspect.signature(InterpolateModule).parameters
+        hparams = {k: v for k, v in self.hparams.items() if k in names}
+        config = {
+            "format_version": FORMAT_VERSION,
+            "model": "InterpolateModule",
+            "hyperparameters": json.loads(json.dumps(hparams)),
+            "autoencoder": {"kind": self.autoencoder.kind, "config": self.autoencoder.config()},
+            "dtype": "float16" if fp16 else "float32",
+        }
+        _atomic_write(targets[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        text = json.dumps(config, indent=2) + "\n"
+        _atomic_write(targets[1], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> InterpolateModule:
+        """A model ready to sample from a folder written by `save_pretrained`, a training .ckpt,
+        or the name of a model shipped in interpolate/weights/<name>/; on `device`, in eval mode,
+        float32, the EMA weights as its only weights."""
+        path = resolve_model(name_or_path)
+        if path.is_dir():
+            hparams, ae_meta, weights = _read_directory(path)
+        elif path.is_file():
+            hparams, ae_meta, weights = _read_checkpoint(path)
+        else:
+            raise UserError(f"{path}: expected a model folder or a .ckpt file")
+        model = _build_module(hparams, ae_meta, path)
+        parts = {"net": model.denoiser.net, "text": model.text, "autoencoder": model.autoencoder}
+        for part, target in parts.items():
+            prefix = part + "."
+            state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            if target is None:
+                if state:
+                    raise UserError(f"{path}: has {part} weights the config does not use")
+                continue
+            try:
+                target.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                detail = " ".join(str(err).split())[:300]
+                raise UserError(
+                    f"{path}: {part} weights do not fit the config ({detail})"
+                ) from None
+        return model.requires_grad_(False).float().to(device).eval()
+
+
+def shipped_models() -> list[str]:
+    """Names of the interpolation models shipped in interpolate/weights/."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The folder or .ckpt a model name or path refers to; a path wins over a name."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    shipped = shipped_models()
+    if str(name_or_path) in shipped:
+        return SHIPPED_DIR / str(name_or_path)
+    available = ", ".join(shipped) if shipped else "none are shipped yet"
+    raise UserError(
+        f"model {str(name_or_path)!r}: no such file or folder, and not a shipped interpolation "
+        f"model name (available: {available}); give a folder written by save_pretrained or a "
+        "training .ckpt"
+    )
+
+
+def _build_module(hparams: Any, ae_meta: Any, where: Path) -> InterpolateModule:
+    """An InterpolateModule for inference: EMA off, nothing read from the files it was trained
+    with (no keyframe init, no text checkpoint, the autoencoder from its stored architecture)."""
+    if not isinstance(hparams, Mapping):
+        raise UserError(f"{where}: no hyperparameters found")
+    names = set(inspect.signature(InterpolateModule).parameters)
+    unknown = sorted(k for k in hparams if k not in names and not k.startswith("_"))
+    if unknown:
+        raise UserError(
+            f"{where}: unknown hyperparameters {', '.join(unknown)} (written by another version?)"
+        )
+    kwargs = {k: v for k, v in hparams.items() if k in names}
+    kwargs.update(ema_decay=0.0, text_pretrained=None, init_from=None)
+    try:
+        if ae_meta is None:  # an older checkpoint: read the autoencoder from where it was
+            return InterpolateModule(**kwargs)
+        with _prebuilt_autoencoder(_build_autoencoder(ae_meta, where)):
+            return InterpolateModule(**kwargs)
+    except TypeError as err:
+        raise UserError(f"{where}: bad hyperparameters ({err})") from None
+
+
+def _read_directory(directory: Path) -> tuple[Any, Any, dict]:
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise UserError(
+                f"{path}: not found (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})"
+            )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        version, model = config["format_version"], config.get("model")
+        hparams, ae_meta = config["hyperparameters"], config["autoencoder"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{config_path}: unreadable model config ({err})") from None
+    if model != "InterpolateModule":
+        raise UserError(f"{config_path}: holds a {model}, not an interpolation model")
+    if version != FORMAT_VERSION:
+        raise UserError(
+            f"{config_path}: format_version {version}, this animatic reads {FORMAT_VERSION}"
+        )
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as err:
+        raise UserError(f"{weights_path}: unreadable weights ({err})") from None
+    return hparams, ae_meta, weights
+
+
+def _read_checkpoint(path: Path) -> tuple[Any, Any, dict]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+    except Exception as err:
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(f"{path}: not a readable InterpolateModule checkpoint ({detail})") from None
+    return hparams, ckpt.get("autoencoder_config"), sampling_state_dict(state)

@@ -11,6 +11,11 @@ from keyframe.errors import UserError
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("pipeline.dataset", "build a training dataset (the procedural shapes world)"),
+    "eval": ("pipeline.evaluate", "score keyframe or tween models on fresh shapes-world scenes"),
+    "keyframe": ("pipeline.keyframe_cmd", "draw keyframe images from a text prompt (stage 1)"),
+    "render": ("pipeline.render", "render a shot list or storyboard to MP4, GIF or PNG frames"),
+    "storyboard": ("pipeline.storyboard", "draw one keyframe per panel of a shot list"),
+    "tween": ("pipeline.tween", "fill in the frames between key images (stage 2)"),
     "train": (
         "pipeline.train",
         "train a model with LightningCLI: animatic train STAGE fit --config",

@@ -155,6 +155,7 @@ class Encoder(nn.Module):
         channel_mult: Sequence[int],
         num_res_blocks: int,
         mid_attention: bool,
+        norm_groups: int = 32,
     ):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -162,17 +163,17 @@ class Encoder(nn.Module):
         ch = base_channels
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                layers.append(ResBlock(ch, base_channels * mult))
+                layers.append(ResBlock(ch, base_channels * mult, norm_groups=norm_groups))
                 ch = base_channels * mult
             if level < len(channel_mult) - 1:
                 layers.append(Downsample(ch))
         self.down = nn.Sequential(*layers)
         self.mid = nn.Sequential(
-            ResBlock(ch, ch),
-            SelfAttention2d(ch) if mid_attention else nn.Identity(),
-            ResBlock(ch, ch),
+            ResBlock(ch, ch, norm_groups=norm_groups),
+            SelfAttention2d(ch, norm_groups=norm_groups) if mid_attention else nn.Identity(),
+            ResBlock(ch, ch, norm_groups=norm_groups),
         )
-        self.norm_out = group_norm(ch)
+        self.norm_out = group_norm(ch, norm_groups)
         self.conv_out = nn.Conv2d(ch, 2 * latent_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,24 +193,25 @@ class Decoder(nn.Module):
         channel_mult: Sequence[int],
         num_res_blocks: int,
         mid_attention: bool,
+        norm_groups: int = 32,
     ):
         super().__init__()
         ch = base_channels * channel_mult[-1]
         self.conv_in = nn.Conv2d(latent_channels, ch, 3, padding=1)
         self.mid = nn.Sequential(
-            ResBlock(ch, ch),
-            SelfAttention2d(ch) if mid_attention else nn.Identity(),
-            ResBlock(ch, ch),
+            ResBlock(ch, ch, norm_groups=norm_groups),
+            SelfAttention2d(ch, norm_groups=norm_groups) if mid_attention else nn.Identity(),
+            ResBlock(ch, ch, norm_groups=norm_groups),
         )
         layers: list[nn.Module] = []
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
-                layers.append(ResBlock(ch, base_channels * mult))
+                layers.append(ResBlock(ch, base_channels * mult, norm_groups=norm_groups))
                 ch = base_channels * mult
             if level > 0:
                 layers.append(Upsample(ch))
         self.up = nn.Sequential(*layers)
-        self.norm_out = group_norm(ch)
+        self.norm_out = group_norm(ch, norm_groups)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -230,6 +232,7 @@ class FrameAutoencoder(_LatentSpace):
         channel_mult: Sequence[int] = (1, 2, 4),
         num_res_blocks: int = 1,
         mid_attention: bool = True,
+        norm_groups: int = 32,
         scale_factor: float = 1.0,
         shift: float = 0.0,
     ):
@@ -244,8 +247,11 @@ class FrameAutoencoder(_LatentSpace):
             "channel_mult": list(channel_mult),
             "num_res_blocks": num_res_blocks,
             "mid_attention": mid_attention,
+            "norm_groups": norm_groups,
         }
-        args = (latent_channels, base_channels, channel_mult, num_res_blocks, mid_attention)
+        args = (
+            latent_channels, base_channels, channel_mult, num_res_blocks, mid_attention, norm_groups
+        )  # fmt: skip
         self.encoder = Encoder(in_channels, *args)
         self.decoder = Decoder(in_channels, *args)
 
@@ -516,6 +522,7 @@ class AutoencoderModule(L.LightningModule):
         channel_mult: Sequence[int] = (1, 2, 4),
         num_res_blocks: int = 1,
         mid_attention: bool = True,
+        norm_groups: int = 32,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
         kl_weight: float = 1e-6,
@@ -530,7 +537,7 @@ class AutoencoderModule(L.LightningModule):
         self.save_hyperparameters()
         self.autoencoder = FrameAutoencoder(
             in_channels, latent_channels, base_channels, list(channel_mult), num_res_blocks,
-            mid_attention,
+            mid_attention, norm_groups,
         )  # fmt: skip
         self.discriminator = PatchDiscriminator(in_channels, disc_channels) if disc_weight else None
         self.automatic_optimization = self.discriminator is None

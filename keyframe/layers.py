@@ -17,8 +17,11 @@ def zero_module(module: nn.Module) -> nn.Module:
     return module
 
 
-def group_norm(channels: int, max_groups: int = 32, eps: float = 1e-6) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= max_groups that divides `channels`."""
+def group_norm(channels: int, max_groups: int = 32, eps: float = 1e-6) -> nn.Module:
+    """GroupNorm with the largest group count <= max_groups that divides `channels`; no
+    normalisation when max_groups is 0 (it erases the absolute colour of flat images)."""
+    if max_groups == 0:
+        return nn.Identity()
     return nn.GroupNorm(math.gcd(channels, max_groups), channels, eps=eps)
 
 
@@ -43,12 +46,13 @@ class ResBlock(nn.Module):
         out_channels: int,
         emb_dim: int | None = None,
         dropout: float = 0.0,
+        norm_groups: int = 32,
     ):
         super().__init__()
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * out_channels) if emb_dim else None
-        self.norm2 = group_norm(out_channels)
+        self.norm2 = group_norm(out_channels, norm_groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = (
@@ -180,9 +184,9 @@ class SpatialTransformer(nn.Module):
 class SelfAttention2d(nn.Module):
     """Plain residual self-attention over the pixels of a feature map (the autoencoder's middle)."""
 
-    def __init__(self, channels: int, num_heads: int = 1):
+    def __init__(self, channels: int, num_heads: int = 1, norm_groups: int = 32):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, norm_groups)
         self.attn = Attention(channels, num_heads, channels // num_heads)
         zero_module(self.attn.to_out)
 

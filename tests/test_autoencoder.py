@@ -226,3 +226,14 @@ def test_validation_measures_the_scale_and_the_discriminator_trains():
     assert max(moved) > 0
     assert module.autoencoder.scale_factor != 1.0  # set from validation statistics
     assert "train/d_loss" in trainer.callback_metrics and "val/psnr" in trainer.callback_metrics
+
+
+def test_norm_groups_zero_builds_an_autoencoder_without_group_norm(tmp_path):
+    ae = FrameAutoencoder(base_channels=16, channel_mult=(1, 2), norm_groups=0)
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in ae.modules())
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert ae.decode(ae.encode(x)).shape == x.shape
+    save_autoencoder(ae, tmp_path / "ae")
+    again = load_autoencoder(tmp_path / "ae")
+    assert again.config()["norm_groups"] == 0
+    assert torch.equal(again.decode(again.encode(x)), ae.decode(ae.encode(x)))

@@ -32,6 +32,7 @@ from pipeline.shapes import (
     random_clip_scene,
     random_still_scene,
     render_clip,
+    render_still,
     still_caption,
 )
 
@@ -320,6 +321,37 @@ def eval_tween(
 # ----------------------------------------------------------------------------- models
 
 
+def eval_autoencoder(ae, stills: list[tuple[str, Scene]], clips: Sequence[Clip], size: int) -> dict:
+    """Reconstruction quality on held-out stills and clip frames: PSNR, SSIM, encode/decode
+    frames per second, and the judge's verdict on every reconstructed still (does each object keep
+    its colour, shape, size and position?)."""
+    import torch
+
+    from keyframe.autoencoder import reconstruction_metrics
+
+    def tensor(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    images = np.stack([render_still(scene, size) for _, scene in stills])
+    frames = np.concatenate([clip.frames for clip in clips])
+    with torch.no_grad():
+        still_scores = reconstruction_metrics(ae, tensor(images))
+        clip_scores = reconstruction_metrics(ae, tensor(frames))
+        rec = ae.decode(ae.encode(tensor(images)))
+    rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    verdicts = [judge(image, caption) for image, (caption, _) in zip(rec, stills, strict=True)]
+    return {
+        "stills": {**still_scores, "count": len(stills)},
+        "clip_frames": {**clip_scores, "count": int(frames.shape[0])},
+        "judged_correct": sum(v.correct for v in verdicts) / len(verdicts),
+        "failures": [
+            {"caption": caption, "failures": list(v.failures)}
+            for v, (caption, _) in zip(verdicts, stills, strict=True)
+            if not v.correct
+        ][:20],
+    }
+
+
 def keyframe_model(
     name: str, steps: int | None = None, size: int = 64, device: str = "cpu"
 ) -> Generate:
@@ -437,7 +469,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tween.add_argument("--seed", type=int, default=0, help="clip set and sampling seed")
     tween.add_argument("--steps", type=int, default=None, help="sampling steps (model default)")
     tween.add_argument("--no-baselines", action="store_true", help="skip crossfade and flow")
-    for sub in (key, tween):
+    auto = stages.add_parser(
+        "autoencoder", help="reconstruction PSNR/SSIM/speed on fresh stills and clip frames"
+    )
+    auto.add_argument(
+        "--model", required=True, metavar="PATH", help="autoencoder folder, .json or training .ckpt"
+    )
+    auto.add_argument("--stills", type=int, default=200, metavar="N", help="held-out stills")
+    auto.add_argument("--clips", type=int, default=8, metavar="N", help="held-out clips")
+    auto.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    auto.add_argument("--seed", type=int, default=0, help="scene seed")
+    for sub in (key, tween, auto):
         sub.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
         sub.add_argument("--out", type=Path, default=None, metavar="JSON", help="write a report")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing report")
@@ -533,11 +575,36 @@ def _run_tween(args: argparse.Namespace) -> dict:
     }
 
 
+def _run_autoencoder(args: argparse.Namespace) -> dict:
+    _positive(args, "stills", "clips")
+    _positive(args, "size", least=MIN_SIZE)
+    from keyframe.autoencoder import load_autoencoder
+
+    ae = load_autoencoder(args.model, device=_device(args.device)).eval()
+    if args.size % ae.factor:
+        raise UserError(f"--size {args.size}: expected a multiple of the factor {ae.factor}")
+    half = args.stills // 2
+    stills = keyframe_prompts(args.stills - half, half, args.seed)
+    clips = tween_clips(args.clips, args.size, 24, args.seed)
+    result = eval_autoencoder(ae, stills, clips, args.size)
+    print(f"autoencoder eval of {args.model} at {args.size} px, seed {args.seed}")
+    for name in ("stills", "clip_frames"):
+        row = result[name]
+        print(
+            f"  {name:12s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  "
+            f"encode {row['encode_fps']:7.1f} fps  decode {row['decode_fps']:7.1f} fps"
+        )
+    print(f"  reconstructed stills judged fully correct: {result['judged_correct']:.1%}")
+    settings = {k: getattr(args, k) for k in ("stills", "clips", "size", "seed")}
+    return {"eval": "autoencoder", "model": args.model, "settings": settings, **result}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         from pipeline.io import check_writable
 
         check_writable(args.out, args.overwrite)
-    report = _run_keyframe(args) if args.stage == "keyframe" else _run_tween(args)
+    runners = {"keyframe": _run_keyframe, "tween": _run_tween, "autoencoder": _run_autoencoder}
+    report = runners[args.stage](args)
     _write_report(args.out, report)
     return 0

@@ -343,3 +343,23 @@ def test_eval_tween_runs_a_trained_model(tmp_path, capsys):
     small = randomised(InterpolateModule(image_size=16, **tiny)).save_pretrained(tmp_path / "16")
     assert main(["eval", "tween", "--model", str(small)]) == 2
     assert "too small to judge" in last_error_line(capsys)
+
+
+def test_eval_autoencoder_scores_identity_as_perfect_and_a_blurring_one_lower(tmp_path):
+    from keyframe.autoencoder import FrameAutoencoder, save_autoencoder
+    from pipeline.evaluate import eval_autoencoder
+
+    report = tmp_path / "ae.json"
+    code = main(["eval", "autoencoder", "--model", "identity", "--stills", "18", "--clips", "1",
+                 "--size", "32", "--out", str(report)])  # fmt: skip
+    assert code == 0
+    result = json.loads(report.read_text())
+    assert result["judged_correct"] == 1.0
+    assert result["stills"]["psnr"] > 60 and result["stills"]["ssim"] > 0.999
+    assert result["clip_frames"]["count"] == 24
+
+    untrained = FrameAutoencoder(base_channels=8, channel_mult=(1, 2))
+    save_autoencoder(untrained, tmp_path / "ae")
+    stills = keyframe_prompts(9, 0, seed=1)
+    scores = eval_autoencoder(untrained, stills, tween_clips(1, 32, 4, seed=1), 32)
+    assert scores["stills"]["psnr"] < 30 and scores["judged_correct"] < 1.0

@@ -10,13 +10,10 @@ layers from a trained keyframe model.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import inspect
-import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,37 +24,27 @@ from torch import nn
 
 from interpolate.masks import check_weights, draw_mask
 from interpolate.temporal import VideoUNet
-from keyframe.autoencoder import Autoencoder, load_autoencoder
+from keyframe import pretrained
+from keyframe.autoencoder import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
-from keyframe.module import check_sampling_options
-from keyframe.pretrained import _atomic_write, _build_autoencoder, sampling_state_dict
+from keyframe.module import (
+    adamw_with_warmup,
+    check_sampling_options,
+    check_training_options,
+    lerp_ema,
+    prebuilt_autoencoder,
+    stage_autoencoder,
+    text_encoder,
+)
 from keyframe.sampling import Callback, cfg_denoiser
 from keyframe.sampling import sample as run_sampler
 from keyframe.text import TextEncoder
 
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0
-WEIGHTS_NAME = "model.safetensors"  # the keyframe stage's layout (keyframe/pretrained.py)
-CONFIG_NAME = "config.json"
-FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
-_FLOAT32_KEYS = ("autoencoder.latent_scale", "autoencoder.latent_shift")
-
-_prebuilt: contextvars.ContextVar[Autoencoder | None] = contextvars.ContextVar(
-    "prebuilt_interpolate_autoencoder", default=None
-)
-
-
-@contextlib.contextmanager
-def _prebuilt_autoencoder(autoencoder: Autoencoder) -> Iterator[None]:
-    """InterpolateModules built in this block use `autoencoder` instead of loading their
-    `autoencoder` argument (a checkpoint carries the weights; the file may be gone)."""
-    token = _prebuilt.set(autoencoder)
-    try:
-        yield
-    finally:
-        _prebuilt.reset(token)
+_prebuilt_autoencoder = prebuilt_autoencoder  # the keyframe stage's, which serves both stages
 
 
 def _find_prefix(state: Mapping[str, Any], markers: Sequence[str]) -> str | None:
@@ -163,40 +150,15 @@ class InterpolateModule(L.LightningModule):
             raise UserError(
                 f"model.min_frames: expected 2..num_frames ({num_frames}), got {min_frames}"
             )
-        if not 0 <= cond_drop_rate <= 1:
-            raise UserError(
-                f"model.cond_drop_rate: expected a value in [0, 1], got {cond_drop_rate}"
-            )
-        if not 0 <= ema_decay < 1:
-            raise UserError(f"model.ema_decay: expected a value in [0, 1), got {ema_decay}")
+        check_training_options(cond_drop_rate, ema_decay)
         if not sample_fps > 0:
             raise UserError(f"model.sample_fps: expected a positive frame rate, got {sample_fps}")
         check_sampling_options(sample_steps, sample_guidance, sample_sampler)
 
-        ae = _prebuilt.get()
-        self.autoencoder = load_autoencoder(autoencoder) if ae is None else ae
-        self.autoencoder.requires_grad_(False).eval()
-        self.size_multiple = self.autoencoder.factor * 2 ** (len(channel_mult) - 1)
-        if image_size < 1 or image_size % self.size_multiple:
-            raise UserError(
-                f"model.image_size (data.size): {image_size} must be a positive multiple of "
-                f"{self.size_multiple} (autoencoder factor {self.autoencoder.factor} times the "
-                f"U-Net's {len(channel_mult) - 1} downsamplings)"
-            )
-        self.text = (
-            TextEncoder(
-                model_name=text_model_name,
-                pretrained=text_pretrained,
-                width=text_width,
-                layers=text_layers,
-                heads=text_heads,
-                context_length=text_context_length,
-                vocab_size=text_vocab_size,
-                freeze=not train_text,
-            )
-            if text_conditioning
-            else None
+        self.autoencoder, self.size_multiple = stage_autoencoder(
+            autoencoder, image_size, channel_mult
         )
+        self.text = text_encoder(self.hparams) if text_conditioning else None
         net = VideoUNet(
             latent_channels=self.autoencoder.latent_channels,
             model_channels=model_channels,
@@ -336,17 +298,9 @@ class InterpolateModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = self.trainable_parameters()
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": hp.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.999))
-        warmup = max(int(hp.warmup_steps), 0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return adamw_with_warmup(
+            self.trainable_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def masked_batch(
         self, video: torch.Tensor, length: int, generator: torch.Generator | None = None
@@ -405,14 +359,7 @@ class InterpolateModule(L.LightningModule):
     @torch.no_grad()
     def update_ema(self) -> None:
         weight = 1.0 - self.ema_decay_at(self.global_step)
-        for ema, live in ((self.ema_net, self.denoiser.net), (self.ema_text, self.text)):
-            if ema is None or live is None:
-                continue
-            torch._foreach_lerp_(
-                list(ema.parameters()), [p.detach() for p in live.parameters()], weight
-            )
-            for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
-                ema_buffer.copy_(buffer)
+        lerp_ema(((self.ema_net, self.denoiser.net), (self.ema_text, self.text)), weight)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step != self._ema_step:  # once per optimizer step
@@ -420,10 +367,7 @@ class InterpolateModule(L.LightningModule):
             self.update_ema()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["autoencoder_config"] = {
-            "kind": self.autoencoder.kind,
-            "config": self.autoencoder.config(),
-        }
+        checkpoint["autoencoder_config"] = autoencoder_record(self.autoencoder)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         video = batch["video"]
@@ -557,35 +501,11 @@ class InterpolateModule(L.LightningModule):
         """Write the sampling weights and config in the keyframe stage's layout (see
         keyframe/pretrained.py): `model.safetensors` (EMA network as `net.*`, text tower as
         `text.*`, autoencoder as `autoencoder.*`; fp16 if asked) and `config.json`, atomically."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        targets = (directory / WEIGHTS_NAME, directory / CONFIG_NAME)
-        existing = [p for p in targets if p.exists()]
-        if existing and not overwrite:
-            raise UserError(f"{existing[0]}: already exists (pass overwrite=True to replace it)")
-        if directory.exists() and not directory.is_dir():
-            raise UserError(f"{directory}: is a file; expected a folder for the model")
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {}
-        for key, value in sampling_state_dict(self.state_dict()).items():
-            value = value.detach().cpu()
-            if fp16 and value.is_floating_point() and key not in _FLOAT32_KEYS:
-                value = value.half()
-            state[key] = value.contiguous().clone()  # no shared storage: safetensors refuses it
         names = inspect.signature(InterpolateModule).parameters
         hparams = {k: v for k, v in self.hparams.items() if k in names}
-        config = {
-            "format_version": FORMAT_VERSION,
-            "model": "InterpolateModule",
-            "hyperparameters": json.loads(json.dumps(hparams)),
-            "autoencoder": {"kind": self.autoencoder.kind, "config": self.autoencoder.config()},
-            "dtype": "float16" if fp16 else "float32",
-        }
-        _atomic_write(targets[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        text = json.dumps(config, indent=2) + "\n"
-        _atomic_write(targets[1], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        return directory
+        return pretrained.write_pretrained(
+            directory, self, "InterpolateModule", hparams, fp16, overwrite
+        )
 
     @classmethod
     def from_pretrained(
@@ -593,111 +513,23 @@ class InterpolateModule(L.LightningModule):
     ) -> InterpolateModule:
         """A model ready to sample from a folder written by `save_pretrained`, a training .ckpt,
         or the name of a model shipped in interpolate/weights/<name>/; on `device`, in eval mode,
-        float32, the EMA weights as its only weights."""
-        path = resolve_model(name_or_path)
-        if path.is_dir():
-            hparams, ae_meta, weights = _read_directory(path)
-        elif path.is_file():
-            hparams, ae_meta, weights = _read_checkpoint(path)
-        else:
-            raise UserError(f"{path}: expected a model folder or a .ckpt file")
-        model = _build_module(hparams, ae_meta, path)
-        parts = {"net": model.denoiser.net, "text": model.text, "autoencoder": model.autoencoder}
-        for part, target in parts.items():
-            prefix = part + "."
-            state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-            if target is None:
-                if state:
-                    raise UserError(f"{path}: has {part} weights the config does not use")
-                continue
-            try:
-                target.load_state_dict(state, strict=True)
-            except RuntimeError as err:
-                detail = " ".join(str(err).split())[:300]
-                raise UserError(
-                    f"{path}: {part} weights do not fit the config ({detail})"
-                ) from None
-        return model.requires_grad_(False).float().to(device).eval()
+        float32, the EMA weights as its only weights. Nothing is read from the files it was
+        trained with (no keyframe init, no text checkpoint; the autoencoder from its record)."""
+        return pretrained.load_pretrained(
+            InterpolateModule,
+            resolve_model(name_or_path),
+            device,
+            ema_decay=0.0,
+            text_pretrained=None,
+            init_from=None,
+        )
 
 
 def shipped_models() -> list[str]:
     """Names of the interpolation models shipped in interpolate/weights/."""
-    if not SHIPPED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    return pretrained.shipped_models(SHIPPED_DIR)
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The folder or .ckpt a model name or path refers to; a path wins over a name."""
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    shipped = shipped_models()
-    if str(name_or_path) in shipped:
-        return SHIPPED_DIR / str(name_or_path)
-    available = ", ".join(shipped) if shipped else "none are shipped yet"
-    raise UserError(
-        f"model {str(name_or_path)!r}: no such file or folder, and not a shipped interpolation "
-        f"model name (available: {available}); give a folder written by save_pretrained or a "
-        "training .ckpt"
-    )
-
-
-def _build_module(hparams: Any, ae_meta: Any, where: Path) -> InterpolateModule:
-    """An InterpolateModule for inference: EMA off, nothing read from the files it was trained
-    with (no keyframe init, no text checkpoint, the autoencoder from its stored architecture)."""
-    if not isinstance(hparams, Mapping):
-        raise UserError(f"{where}: no hyperparameters found")
-    names = set(inspect.signature(InterpolateModule).parameters)
-    unknown = sorted(k for k in hparams if k not in names and not k.startswith("_"))
-    if unknown:
-        raise UserError(
-            f"{where}: unknown hyperparameters {', '.join(unknown)} (written by another version?)"
-        )
-    kwargs = {k: v for k, v in hparams.items() if k in names}
-    kwargs.update(ema_decay=0.0, text_pretrained=None, init_from=None)
-    try:
-        if ae_meta is None:  # an older checkpoint: read the autoencoder from where it was
-            return InterpolateModule(**kwargs)
-        with _prebuilt_autoencoder(_build_autoencoder(ae_meta, where)):
-            return InterpolateModule(**kwargs)
-    except TypeError as err:
-        raise UserError(f"{where}: bad hyperparameters ({err})") from None
-
-
-def _read_directory(directory: Path) -> tuple[Any, Any, dict]:
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise UserError(
-                f"{path}: not found (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})"
-            )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        version, model = config["format_version"], config.get("model")
-        hparams, ae_meta = config["hyperparameters"], config["autoencoder"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{config_path}: unreadable model config ({err})") from None
-    if model != "InterpolateModule":
-        raise UserError(f"{config_path}: holds a {model}, not an interpolation model")
-    if version != FORMAT_VERSION:
-        raise UserError(
-            f"{config_path}: format_version {version}, this animatic reads {FORMAT_VERSION}"
-        )
-    from safetensors.torch import load_file
-
-    try:
-        weights = load_file(str(weights_path))
-    except Exception as err:
-        raise UserError(f"{weights_path}: unreadable weights ({err})") from None
-    return hparams, ae_meta, weights
-
-
-def _read_checkpoint(path: Path) -> tuple[Any, Any, dict]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
-    except Exception as err:
-        detail = " ".join(str(err).split())[:200]
-        raise UserError(f"{path}: not a readable InterpolateModule checkpoint ({detail})") from None
-    return hparams, ckpt.get("autoencoder_config"), sampling_state_dict(state)
+    """The folder or .ckpt an interpolation model name or path refers to; a path wins."""
+    return pretrained.resolve_model(name_or_path, SHIPPED_DIR, what="interpolation model")

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -25,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from keyframe.errors import UserError
+from keyframe.files import atomic_write
 from keyframe.layers import Downsample, ResBlock, SelfAttention2d, Upsample, group_norm
 
 WEIGHTS_NAME = "autoencoder.safetensors"
@@ -389,17 +391,24 @@ def reconstruction_metrics(ae: Autoencoder, frames: torch.Tensor, chunk: int = 3
 # ---- saving and loading ----------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: os.replace is atomic
+def autoencoder_record(ae: Autoencoder) -> dict[str, Any]:
+    """The architecture as checkpoints and model configs store it (the weights go elsewhere):
+    {"kind", "config"}, read back by `build_autoencoder`."""
+    return {"kind": ae.kind, "config": ae.config()}
+
+
+def build_autoencoder(record: Any, where: Path) -> Autoencoder:
+    """The autoencoder an `autoencoder_record` describes, weights not loaded; `where` names the
+    file it came from in errors."""
     try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        kind, config = record["kind"], dict(record["config"])
+        if kind == "identity":
+            return IdentityAutoencoder(**config)
+        if kind == "kl":
+            return FrameAutoencoder(**config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{where}: bad autoencoder config ({err})") from None
+    raise UserError(f"{where}: unknown autoencoder kind {kind!r} (expected kl or identity)")
 
 
 def save_autoencoder(
@@ -421,10 +430,10 @@ def save_autoencoder(
             if fp16 and value.is_floating_point() and key not in ("latent_scale", "latent_shift"):
                 value = value.half()
             state[key] = value.contiguous()
-        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
-    meta = {"format_version": FORMAT_VERSION, "kind": ae.kind, "config": ae.config()}
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
+    meta = {"format_version": FORMAT_VERSION, **autoencoder_record(ae)}
     text = json.dumps(meta, indent=2) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return directory
 
 
@@ -463,18 +472,12 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
             f"{CONFIG_NAME} and {WEIGHTS_NAME}, a .ckpt, or 'identity')"
         )
     try:
-        meta = json.loads(config_path.read_text())
-        kind, config = meta["kind"], dict(meta["config"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        record = json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
         raise UserError(f"{config_path}: unreadable autoencoder config ({err})") from err
-    if kind == "identity":
-        return IdentityAutoencoder(**config)
-    if kind != "kl":
-        raise UserError(f"{config_path}: unknown autoencoder kind {kind!r} (expected kl/identity)")
-    try:
-        ae = FrameAutoencoder(**config)
-    except TypeError as err:
-        raise UserError(f"{config_path}: bad autoencoder config ({err})") from err
+    ae = build_autoencoder(record, config_path)
+    if isinstance(ae, IdentityAutoencoder):
+        return ae
     if not weights_path.is_file():
         raise UserError(f"{weights_path}: autoencoder weights not found")
     from safetensors.torch import load_file

@@ -12,9 +12,8 @@ import contextlib
 import contextvars
 import copy
 import math
-import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from keyframe.autoencoder import Autoencoder, load_autoencoder
+from keyframe.autoencoder import Autoencoder, autoencoder_record, load_autoencoder
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
+from keyframe.files import atomic_path
 from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser
 from keyframe.sampling import sample as run_sampler
 from keyframe.text import TextEncoder
@@ -41,14 +41,86 @@ _prebuilt: contextvars.ContextVar[Autoencoder | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def prebuilt_autoencoder(autoencoder: Autoencoder) -> Iterator[None]:
-    """KeyframeModules built inside this block use `autoencoder` instead of loading their
-    `autoencoder` argument: checkpoints carry the autoencoder's weights, so loading one must not
-    depend on the file it was first read from."""
+    """Stage modules (KeyframeModule, InterpolateModule) built inside this block use `autoencoder`
+    instead of loading their `autoencoder` argument: checkpoints carry the autoencoder's weights,
+    so loading one must not depend on the file it was first read from."""
     token = _prebuilt.set(autoencoder)
     try:
         yield
     finally:
         _prebuilt.reset(token)
+
+
+def stage_autoencoder(
+    name: str, image_size: int, channel_mult: Sequence[int]
+) -> tuple[Autoencoder, int]:
+    """A stage module's frozen autoencoder (the one of `prebuilt_autoencoder`, else loaded from
+    `name`) and the size images must be multiples of (its factor times the U-Net's
+    downsamplings); a UserError unless `image_size` is one."""
+    ae = _prebuilt.get()
+    ae = load_autoencoder(name) if ae is None else ae
+    ae.requires_grad_(False).eval()
+    size_multiple = ae.factor * 2 ** (len(channel_mult) - 1)
+    if image_size < 1 or image_size % size_multiple:
+        raise UserError(
+            f"model.image_size (data.size): {image_size} must be a positive multiple of "
+            f"{size_multiple} (autoencoder factor {ae.factor} times the "
+            f"U-Net's {len(channel_mult) - 1} downsamplings)"
+        )
+    return ae, size_multiple
+
+
+def text_encoder(hparams: Mapping[str, Any]) -> TextEncoder:
+    """The text tower a stage module's `text_*` and `train_text` hyperparameters describe."""
+    return TextEncoder(
+        model_name=hparams["text_model_name"],
+        pretrained=hparams["text_pretrained"],
+        width=hparams["text_width"],
+        layers=hparams["text_layers"],
+        heads=hparams["text_heads"],
+        context_length=hparams["text_context_length"],
+        vocab_size=hparams["text_vocab_size"],
+        freeze=not hparams["train_text"],
+    )
+
+
+def check_training_options(cond_drop_rate: float, ema_decay: float) -> None:
+    """UserError unless cond_drop_rate is in [0, 1] and ema_decay in [0, 1)."""
+    if not 0 <= cond_drop_rate <= 1:
+        raise UserError(f"model.cond_drop_rate: expected a value in [0, 1], got {cond_drop_rate}")
+    if not 0 <= ema_decay < 1:
+        raise UserError(f"model.ema_decay: expected a value in [0, 1), got {ema_decay}")
+
+
+def adamw_with_warmup(
+    params: Sequence[nn.Parameter], lr: float, weight_decay: float, warmup_steps: int
+) -> dict[str, Any]:
+    """Lightning's optimizer config: AdamW (no weight decay on norms and biases) with a linear
+    learning-rate warm-up over `warmup_steps`, stepped every optimizer step."""
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # norms, biases
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    warmup = max(int(warmup_steps), 0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+@torch.no_grad()
+def lerp_ema(pairs: Iterable[tuple[nn.Module | None, nn.Module | None]], weight: float) -> None:
+    """ema <- lerp(ema, live, weight) for each (ema, live) pair with both present; buffers are
+    copied."""
+    for ema, live in pairs:
+        if ema is None or live is None:
+            continue
+        torch._foreach_lerp_(
+            list(ema.parameters()), [p.detach() for p in live.parameters()], weight
+        )
+        for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
 
 
 def check_sampling_options(steps: Any, guidance: Any, sampler: Any) -> None:
@@ -125,35 +197,13 @@ class KeyframeModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if not 0 <= cond_drop_rate <= 1:
-            raise UserError(
-                f"model.cond_drop_rate: expected a value in [0, 1], got {cond_drop_rate}"
-            )
-        if not 0 <= ema_decay < 1:
-            raise UserError(f"model.ema_decay: expected a value in [0, 1), got {ema_decay}")
+        check_training_options(cond_drop_rate, ema_decay)
         check_sampling_options(sample_steps, sample_guidance, sample_sampler)
 
-        ae = _prebuilt.get()
-        self.autoencoder = load_autoencoder(autoencoder) if ae is None else ae
-        self.autoencoder.requires_grad_(False).eval()
-        self.size_multiple = self.autoencoder.factor * 2 ** (len(channel_mult) - 1)
-        if image_size < 1 or image_size % self.size_multiple:
-            raise UserError(
-                f"model.image_size (data.size): {image_size} must be a positive multiple of "
-                f"{self.size_multiple} (autoencoder factor {self.autoencoder.factor} times the "
-                f"U-Net's {len(channel_mult) - 1} downsamplings)"
-            )
-
-        self.text = TextEncoder(
-            model_name=text_model_name,
-            pretrained=text_pretrained,
-            width=text_width,
-            layers=text_layers,
-            heads=text_heads,
-            context_length=text_context_length,
-            vocab_size=text_vocab_size,
-            freeze=not train_text,
+        self.autoencoder, self.size_multiple = stage_autoencoder(
+            autoencoder, image_size, channel_mult
         )
+        self.text = text_encoder(self.hparams)
         channels = self.autoencoder.latent_channels
         net = UNet(
             in_channels=channels,
@@ -216,17 +266,9 @@ class KeyframeModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = self.trainable_parameters()
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": hp.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # norms, biases
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.999))
-        warmup = max(int(hp.warmup_steps), 0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return adamw_with_warmup(
+            self.trainable_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         with torch.no_grad():
@@ -249,14 +291,7 @@ class KeyframeModule(L.LightningModule):
     def update_ema(self) -> None:
         """ema <- lerp(ema, live, 1 - decay) for every EMA'd parameter; buffers are copied."""
         weight = 1.0 - self.ema_decay_at(self.global_step)
-        for ema, live in ((self.ema_net, self.denoiser.net), (self.ema_text, self.text)):
-            if ema is None:
-                continue
-            torch._foreach_lerp_(
-                list(ema.parameters()), [p.detach() for p in live.parameters()], weight
-            )
-            for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
-                ema_buffer.copy_(buffer)
+        lerp_ema(((self.ema_net, self.denoiser.net), (self.ema_text, self.text)), weight)
 
     def on_fit_start(self) -> None:
         # The frozen autoencoder and the EMA copies are in eval mode on purpose.
@@ -271,10 +306,7 @@ class KeyframeModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The autoencoder's architecture (its weights are in the state dict), so a checkpoint
         # loads without the file the autoencoder came from.
-        checkpoint["autoencoder_config"] = {
-            "kind": self.autoencoder.kind,
-            "config": self.autoencoder.config(),
-        }
+        checkpoint["autoencoder_config"] = autoencoder_record(self.autoencoder)
 
     # ---- validation ---------------------------------------------------------------------------
 
@@ -409,11 +441,5 @@ def _write_png(path: Path, image: torch.Tensor) -> None:
     from PIL import Image
 
     array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

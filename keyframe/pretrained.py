@@ -5,6 +5,8 @@ A pretrained directory holds `model.safetensors` (the EMA U-Net as `net.*`, the 
 module's hyperparameters, the autoencoder's architecture). `from_pretrained` also reads a Lightning
 `.ckpt` of KeyframeModule, or the name of a model shipped in `keyframe/weights/<name>/`.
 Loaded models hold the EMA weights as their only weights (EMA off), in eval mode.
+The interpolation stage uses the same layout and the same writers and readers here
+(`write_pretrained`, `load_pretrained`, `resolve_model` with its own shipped folder).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from keyframe.autoencoder import FrameAutoencoder, IdentityAutoencoder
+from keyframe.autoencoder import autoencoder_record, build_autoencoder
 from keyframe.errors import UserError
+from keyframe.files import atomic_write
 from keyframe.module import KeyframeModule, prebuilt_autoencoder
 
 WEIGHTS_NAME = "model.safetensors"
@@ -28,6 +31,7 @@ FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 PARTS = ("net", "text", "autoencoder")
 _FLOAT32_KEYS = ("autoencoder.latent_scale", "autoencoder.latent_shift")
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def sampling_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,11 +52,6 @@ def sampling_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def _plain(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """Hyperparameters as JSON-able plain values (tuples become lists)."""
-    return json.loads(json.dumps(dict(hparams)))
-
-
 def save_pretrained(
     module: KeyframeModule,
     directory: str | os.PathLike,
@@ -61,6 +60,20 @@ def save_pretrained(
 ) -> Path:
     """Write `directory/model.safetensors` (sampling weights, fp16 if asked; the latent scale
     and shift stay float32) and `directory/config.json`, each atomically. Returns the directory."""
+    return write_pretrained(directory, module, "KeyframeModule", module.hparams, fp16, overwrite)
+
+
+def write_pretrained(
+    directory: str | os.PathLike,
+    module: torch.nn.Module,
+    model: str,
+    hparams: Mapping[str, Any],
+    fp16: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write a stage module (`model` names its class) as a pretrained folder: its sampling
+    weights (see `sampling_state_dict`) and a config.json of `hparams` and its autoencoder's
+    architecture. Refuses to replace existing files unless `overwrite`. Returns the directory."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -78,95 +91,83 @@ def save_pretrained(
         if fp16 and value.is_floating_point() and key not in _FLOAT32_KEYS:
             value = value.half()
         state[key] = value.contiguous().clone()  # no shared storage: safetensors refuses it
-    ae = module.autoencoder
     config = {
         "format_version": FORMAT_VERSION,
-        "model": "KeyframeModule",
-        "hyperparameters": _plain(module.hparams),
-        "autoencoder": {"kind": ae.kind, "config": ae.config()},
+        "model": model,
+        "hyperparameters": json.loads(json.dumps(dict(hparams))),  # tuples become lists
+        "autoencoder": autoencoder_record(module.autoencoder),
         "dtype": "float16" if fp16 else "float32",
     }
-    _atomic_write(targets[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(targets[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2) + "\n"
-    _atomic_write(targets[1], lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(targets[1], lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return directory
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def shipped_models() -> list[str]:
-    """Names of the models shipped in keyframe/weights/ (folders with a config.json)."""
-    if not SHIPPED_DIR.is_dir():
+def shipped_models(shipped_dir: Path | None = None) -> list[str]:
+    """Names of the models shipped in `shipped_dir` (default keyframe/weights/): its folders
+    with a config.json."""
+    shipped_dir = SHIPPED_DIR if shipped_dir is None else shipped_dir
+    if not shipped_dir.is_dir():
         return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    return sorted(p.name for p in shipped_dir.iterdir() if (p / CONFIG_NAME).is_file())
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The directory or .ckpt file a model name or path refers to; a path wins over a name."""
+def resolve_model(
+    name_or_path: str | os.PathLike, shipped_dir: Path | None = None, what: str = "model"
+) -> Path:
+    """The directory or .ckpt file a model name or path refers to; a path wins over a name.
+    Names are looked up in `shipped_dir` (default keyframe/weights/); `what` names the kind of
+    model in the error."""
+    shipped_dir = SHIPPED_DIR if shipped_dir is None else shipped_dir
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
-    shipped = shipped_models()
+    shipped = shipped_models(shipped_dir)
     if str(name_or_path) in shipped:
-        return SHIPPED_DIR / str(name_or_path)
+        return shipped_dir / str(name_or_path)
     available = ", ".join(shipped) if shipped else "none are shipped yet"
     raise UserError(
-        f"model {str(name_or_path)!r}: no such file or folder, and not a shipped model name "
-        f"(available: {available})"
+        f"model {str(name_or_path)!r}: no such file or folder, and not a shipped {what} name "
+        f"(available: {available}); give a folder written by save_pretrained or a training .ckpt"
     )
 
 
-def _build_autoencoder(meta: Any, where: Path):
-    try:
-        kind, config = meta["kind"], dict(meta["config"])
-        if kind == "identity":
-            return IdentityAutoencoder(**config)
-        if kind == "kl":
-            return FrameAutoencoder(**config)
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{where}: bad autoencoder config ({err})") from None
-    raise UserError(f"{where}: unknown autoencoder kind {kind!r} (expected kl or identity)")
-
-
-def _build_module(hparams: Mapping[str, Any], ae_meta: Any, where: Path) -> KeyframeModule:
-    """A KeyframeModule with these hyperparameters for inference: EMA off, and nothing read from
-    the files it was trained with (the weights come from the checkpoint)."""
+def build_module(cls: type[M], hparams: Any, ae_record: Any, where: Path, **overrides: Any) -> M:
+    """A stage module of class `cls` with these hyperparameters (and `overrides`) for inference,
+    its autoencoder built from `ae_record` (None: an older checkpoint; read it from where it
+    was). The weights come from the checkpoint, not from the files it was trained with."""
     if not isinstance(hparams, Mapping):
         raise UserError(f"{where}: no hyperparameters found")
-    names = set(inspect.signature(KeyframeModule).parameters)
+    names = set(inspect.signature(cls).parameters)
     unknown = sorted(k for k in hparams if k not in names and not k.startswith("_"))
     if unknown:
         raise UserError(
             f"{where}: unknown hyperparameters {', '.join(unknown)} (written by another version?)"
         )
     kwargs = {k: v for k, v in hparams.items() if k in names}
-    kwargs.update(ema_decay=0.0, text_pretrained=None)
-    ae = _build_autoencoder(ae_meta, where) if ae_meta is not None else None
+    kwargs.update(overrides)
+    ae = build_autoencoder(ae_record, where) if ae_record is not None else None
     try:
-        if ae is None:  # an older checkpoint: read the autoencoder from where it was
-            return KeyframeModule(**kwargs)
+        if ae is None:
+            return cls(**kwargs)
         with prebuilt_autoencoder(ae):
-            return KeyframeModule(**kwargs)
+            return cls(**kwargs)
     except TypeError as err:
         raise UserError(f"{where}: bad hyperparameters ({err})") from None
 
 
-def _load_weights(module: KeyframeModule, weights: Mapping[str, torch.Tensor], where: Path) -> None:
-    targets = {"net": module.denoiser.net, "text": module.text, "autoencoder": module.autoencoder}
-    for part, target in targets.items():
+def load_weights(
+    parts: Mapping[str, torch.nn.Module | None], weights: Mapping[str, torch.Tensor], where: Path
+) -> None:
+    """Load `weights` (keys `part.*`) into each part; a part that is None must have none."""
+    for part, target in parts.items():
         prefix = part + "."
         state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        if target is None:
+            if state:
+                raise UserError(f"{where}: has {part} weights the config does not use")
+            continue
         try:
             target.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -174,7 +175,9 @@ def _load_weights(module: KeyframeModule, weights: Mapping[str, torch.Tensor], w
             raise UserError(f"{where}: {part} weights do not fit the config ({detail})") from None
 
 
-def _read_directory(directory: Path) -> tuple[dict, Any, dict]:
+def read_directory(directory: Path, model: str) -> tuple[Any, Any, dict]:
+    """Hyperparameters, autoencoder record and sampling weights from a folder written by
+    `write_pretrained` for a `model` (a class name); a folder holding another is refused."""
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
@@ -183,10 +186,12 @@ def _read_directory(directory: Path) -> tuple[dict, Any, dict]:
             )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        version = config["format_version"]
-        hparams, ae_meta = config["hyperparameters"], config["autoencoder"]
+        version, found = config["format_version"], config.get("model")
+        hparams, ae_record = config["hyperparameters"], config["autoencoder"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{config_path}: unreadable model config ({err})") from None
+    if found != model:
+        raise UserError(f"{config_path}: holds a {found}, expected {model}")
     if version != FORMAT_VERSION:
         raise UserError(
             f"{config_path}: format_version {version}, this animatic reads {FORMAT_VERSION}"
@@ -197,31 +202,43 @@ def _read_directory(directory: Path) -> tuple[dict, Any, dict]:
         weights = load_file(str(weights_path))
     except Exception as err:
         raise UserError(f"{weights_path}: unreadable weights ({err})") from None
-    return hparams, ae_meta, weights
+    return hparams, ae_record, weights
 
 
-def _read_checkpoint(path: Path) -> tuple[dict, Any, dict]:
+def read_checkpoint(path: Path, model: str) -> tuple[Any, Any, dict]:
+    """Hyperparameters, autoencoder record (None if older) and sampling weights from a
+    Lightning .ckpt of a `model` (its class name, for the error)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
     except Exception as err:
         detail = " ".join(str(err).split())[:200]
-        raise UserError(f"{path}: not a readable KeyframeModule checkpoint ({detail})") from None
+        raise UserError(f"{path}: not a readable {model} checkpoint ({detail})") from None
     return hparams, ckpt.get("autoencoder_config"), sampling_state_dict(state)
+
+
+def load_pretrained(
+    cls: type[M], path: Path, device: str | torch.device = "cpu", **overrides: Any
+) -> M:
+    """A stage module of class `cls` ready to sample, from the folder or .ckpt at `path` (see
+    `resolve_model`): built with `overrides` (EMA off, nothing read from training files), the
+    sampling weights its only weights; on `device`, in eval mode, float32, gradients off."""
+    if path.is_dir():
+        hparams, ae_record, weights = read_directory(path, cls.__name__)
+    elif path.is_file():
+        hparams, ae_record, weights = read_checkpoint(path, cls.__name__)
+    else:
+        raise UserError(f"{path}: expected a model folder or a .ckpt file")
+    module = build_module(cls, hparams, ae_record, path, **overrides)
+    parts = {"net": module.denoiser.net, "text": module.text, "autoencoder": module.autoencoder}
+    load_weights(parts, weights, path)
+    # Inference only; frozen weights also take the same attention kernels as the EMA copies a
+    # training module samples with, so a checkpoint and its export draw identical images.
+    return module.requires_grad_(False).float().to(device).eval()
 
 
 def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
     """A KeyframeModule ready to sample, from a pretrained folder, a Lightning .ckpt, or the name
     of a shipped model; on `device`, in eval mode, float32, with gradients off."""
     path = resolve_model(name_or_path)
-    if path.is_dir():
-        hparams, ae_meta, weights = _read_directory(path)
-    elif path.is_file():
-        hparams, ae_meta, weights = _read_checkpoint(path)
-    else:
-        raise UserError(f"{path}: expected a model folder or a .ckpt file")
-    module = _build_module(hparams, ae_meta, path)
-    _load_weights(module, weights, path)
-    # Inference only; frozen weights also take the same attention kernels as the EMA copies a
-    # training module samples with, so a checkpoint and its export draw identical images.
-    return module.requires_grad_(False).float().to(device).eval()
+    return load_pretrained(KeyframeModule, path, device, ema_decay=0.0, text_pretrained=None)

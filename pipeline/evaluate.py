@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from keyframe.errors import UserError
 from pipeline import baselines
+from pipeline.devices import resolve_device
 from pipeline.judge import ATTRIBUTES, MIN_SIZE, detect_objects, judge
 from pipeline.shapes import (
     Description,
@@ -407,20 +408,6 @@ def _load_tween_model(name: str, device: str):
     return InterpolateModule.from_pretrained(name, device=device)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return str(device)
-
-
 # ----------------------------------------------------------------------------- command
 
 
@@ -513,7 +500,7 @@ def _run_keyframe(args: argparse.Namespace) -> dict:
     _positive(args, "size", least=MIN_SIZE)
     if args.n_single + args.n_double == 0:
         raise UserError("--n-single and --n-double are both 0: nothing to evaluate")
-    device = "cpu" if args.model in BUILTIN_KEYFRAME else _device(args.device)
+    device = "cpu" if args.model in BUILTIN_KEYFRAME else resolve_device(args.device)
     generate = keyframe_model(args.model, args.steps, args.size, device)
     prompts = keyframe_prompts(args.n_single, args.n_double, args.seed)
     result = eval_keyframe(generate, prompts, args.batch_size, args.seed, progress=True)
@@ -538,7 +525,7 @@ def _run_tween(args: argparse.Namespace) -> dict:
         )
     model, size = None, 64 if args.size is None else args.size
     if args.model not in BUILTIN_TWEEN:
-        model = _load_tween_model(args.model, _device(args.device))
+        model = _load_tween_model(args.model, resolve_device(args.device))
         own = int(model.hparams.image_size)
         if args.size is not None and args.size != own:
             raise UserError(f"--size {args.size}: model {args.model} makes {own} px frames")
@@ -580,7 +567,7 @@ def _run_autoencoder(args: argparse.Namespace) -> dict:
     _positive(args, "size", least=MIN_SIZE)
     from keyframe.autoencoder import load_autoencoder
 
-    ae = load_autoencoder(args.model, device=_device(args.device)).eval()
+    ae = load_autoencoder(args.model, device=resolve_device(args.device)).eval()
     if args.size % ae.factor:
         raise UserError(f"--size {args.size}: expected a multiple of the factor {ae.factor}")
     half = args.stills // 2

@@ -15,11 +15,10 @@ import math
 import os
 import platform
 import re
-import secrets
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +27,7 @@ import cv2
 import numpy as np
 
 from keyframe.errors import UserError
+from keyframe.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MP4_CRF = 18  # visually lossless for x264; 23 is x264's default, lower is larger and better
@@ -133,28 +133,7 @@ def from_uint8_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Safe writing
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path next to ``path``; on success it replaces ``path`` in one step.
-
-    On any failure (KeyboardInterrupt included) the temp file is removed and ``path`` is
-    untouched, so no reader ever sees a half-written output. The temp name keeps the suffix
-    (writers that dispatch on it still work) and starts with a dot (folder listings skip it).
-    Atomic against crashes of this process; not fsync'ed against power loss.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+# Safe writing (`atomic_path`, shared with the model stages, lives in keyframe.files)
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool, folder: bool = False) -> None:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from keyframe.errors import UserError
+from pipeline.devices import resolve_device
 
 DEFAULT_MODEL = "shapes"
 MAX_IMAGES = 64
@@ -84,16 +85,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--{err}") from None
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available")
-    return name
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -119,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         io.check_writable(path, args.overwrite)
     model_path = resolve_model(args.model)
-    module = from_pretrained(model_path, device=_device(args.device))
+    module = from_pretrained(model_path, device=resolve_device(args.device))
     hp = module.hparams
     steps = hp.sample_steps if args.steps is None else args.steps
     guidance = hp.sample_guidance if args.guidance is None else args.guidance

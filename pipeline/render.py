@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from keyframe.errors import UserError
 from pipeline import io
+from pipeline.devices import resolve_device
 from pipeline.shotlist import ShotList, load_shotlist
 from pipeline.storyboard import (
     MANIFEST,
@@ -43,7 +44,6 @@ from pipeline.storyboard import (
     model_name,
     plan_from_manifest,
     read_manifest,
-    resolve_device,
     storyboard,
 )
 from pipeline.timeline import FramePlan, Segment, animatic_frames

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from keyframe.errors import UserError
 from pipeline import io
+from pipeline.devices import resolve_device
 from pipeline.shotlist import MAX_SEED, Panel, ShotList, load_shotlist, panel_error
 from pipeline.timeline import FramePlan, make_plan
 
@@ -112,15 +113,6 @@ def model_name(name: str) -> str:
     name as given."""
     path = Path(name).expanduser()
     return str(path.resolve()) if name not in (ORACLE,) and path.exists() else name
-
-
-def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"`` -> ``"cuda"`` when a GPU is there, else ``"cpu"``."""
-    if device not in (None, "auto"):
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pretrained_keyframes(name: str, width: int, height: int, device: str | None = None):

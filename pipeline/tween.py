@@ -23,6 +23,7 @@ import torch
 
 from keyframe.errors import UserError
 from pipeline import io
+from pipeline.devices import resolve_device
 
 DEFAULT_MODEL = "shapes"
 DEFAULT_BETWEEN = 7  # in-betweens per gap when neither --between nor --timing is given
@@ -212,19 +213,7 @@ def _output_kind(out: Path) -> str:
     return "png"
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def _load_model(name: str, device: torch.device):
+def _load_model(name: str, device: str):
     from interpolate.module import InterpolateModule
 
     return InterpolateModule.from_pretrained(name, device=device)
@@ -257,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         keys.append(keys[0])
     shown = num_frames - 1 if args.loop else num_frames  # a loop does not repeat its first frame
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model = _load_model(args.model, device)
     size = model.hparams.image_size
     fit = make_fit(*keys[0].shape[:2], size, args.fit)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny shapes-world dataset built once per test session; the `slow` mark."""
+"""Shared fixtures: a tiny shapes-world dataset built once per test session, one torch thread
+for a test or a whole module, tiny random interpolation models; the `slow` mark."""
 
 from __future__ import annotations
 
@@ -25,12 +26,43 @@ def tiny_shapes(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """Run a test's torch work on one thread (faster for tiny models on a busy machine)."""
+def _torch_on_one_thread():
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test's torch work on one thread (faster for tiny models on a busy machine)."""
+    yield from _torch_on_one_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """`one_thread` for a whole module (`pytestmark = pytest.mark.usefixtures(...)`), so its
+    module-scoped models are built on one thread too."""
+    yield from _torch_on_one_thread()
+
+
+@pytest.fixture(scope="session")
+def tiny_interpolate():
+    """Build `InterpolateModule(**hparams)` (seed 0) with random weights in its zero-initialised
+    denoiser layers, so every part of it (spatial, temporal, fps) affects the result."""
+    import torch
+
+    from interpolate.module import InterpolateModule
+
+    def build(**hparams) -> InterpolateModule:
+        torch.manual_seed(0)
+        model = InterpolateModule(**hparams)
+        with torch.no_grad():
+            for p in model.denoiser.parameters():
+                if not p.any():
+                    p.normal_(0, 0.1)
+        return model
+
+    return build

@@ -28,13 +28,7 @@ from pipeline.shapes import (
 )
 from pipeline.shapes.world import position_word
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: threads only contend on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 # ------------------------------------------------------------------------------ keyframe

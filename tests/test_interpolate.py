@@ -28,25 +28,13 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only contend on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
-def model() -> InterpolateModule:
-    """A tiny pixel-space model whose zero-initialised layers got random weights, so every part
-    of it (spatial, temporal, fps) affects the result."""
-    torch.manual_seed(0)
-    m = InterpolateModule(**TINY).eval()
-    with torch.no_grad():
-        for p in m.denoiser.parameters():
-            if not p.any():
-                p.normal_(0, 0.1)
-    return m
+def model(tiny_interpolate) -> InterpolateModule:
+    """A tiny pixel-space model in which every part (spatial, temporal, fps) affects the result."""
+    return tiny_interpolate(**TINY).eval()
 
 
 def _keys(count: int, size: int = 8, seed: int = 0) -> torch.Tensor:

@@ -335,9 +335,9 @@ def test_loading_errors_name_the_problem(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="broken.ckpt: not a readable KeyframeModule checkpoint"):
         from_pretrained(garbage)
 
-    folder = save_pretrained(tiny_module(), tmp_path / "shipped" / "demo")
-    assert pretrained.shipped_models() == ["demo"]
-    assert from_pretrained("demo").hparams.model_channels == 16
+    folder = save_pretrained(tiny_module(), tmp_path / "shipped" / "tiny-shipped")
+    assert pretrained.shipped_models() == ["tiny-shipped"]
+    assert from_pretrained("tiny-shipped").hparams.model_channels == 16
 
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
@@ -352,7 +352,7 @@ def test_loading_errors_name_the_problem(tmp_path, monkeypatch):
     config_path.write_text("{")
     with pytest.raises(UserError, match="unreadable model config"):
         from_pretrained(folder)
-    with pytest.raises(UserError, match="not a shipped model name.*available: demo"):
+    with pytest.raises(UserError, match="not a shipped model name.*available: tiny-shipped"):
         from_pretrained("nope")
 
 

@@ -7,9 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from interpolate.module import InterpolateModule
 from pipeline.cli import main
 from pipeline.io import read_image, read_video_frames
 from pipeline.tween import from_model, key_positions, make_fit, to_model
@@ -28,22 +26,12 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only contend on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    model = InterpolateModule(**TINY)
-    with torch.no_grad():
-        for p in model.denoiser.parameters():
-            if not p.any():
-                p.normal_(0, 0.1)
+def model_dir(tmp_path_factory, tiny_interpolate):
+    model = tiny_interpolate(**TINY)
     return str(model.save_pretrained(tmp_path_factory.mktemp("model") / "tiny"))
 
 

@@ -78,7 +78,8 @@ class TemporalAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
         height, width = h.shape[-2:]
-        x = rearrange(self.norm(h), "(b f) c h w -> (b h w) f c", f=num_frames)
+        # contiguous: on a strided view, proj_in runs one small matmul per pixel row on CPU
+        x = rearrange(self.norm(h), "(b f) c h w -> (b h w) f c", f=num_frames).contiguous()
         x = self.proj_in(x)
         x = x + self.attn(self.norm1(x), bias=self.bias(num_frames).to(x.dtype))
         x = x + self.ff(self.norm2(x))

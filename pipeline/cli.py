@@ -10,6 +10,7 @@ from keyframe.errors import UserError
 
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("pipeline.bench", "measure speed, FLOPs, MFU and memory of both stages here"),
     "dataset": ("pipeline.dataset", "build a training dataset (the procedural shapes world)"),
     "eval": ("pipeline.evaluate", "score keyframe or tween models on fresh shapes-world scenes"),
     "keyframe": ("pipeline.keyframe_cmd", "draw keyframe images from a text prompt (stage 1)"),

@@ -76,7 +76,8 @@ class Attention(nn.Module):
 
     `context` (b, m, context_dim) makes it cross-attention; `mask` (b, m) bool marks the context
     tokens that count (a row with none gives zeros); `bias` is an additive float bias broadcastable
-    to (b, heads, n, m), e.g. a relative position bias for temporal attention.
+    to (b, heads, n, m), e.g. a relative position bias for temporal attention. `anchors`, set only
+    by `keyframe.consistency.anchored_attention`, adds an anchor sample's keys and values.
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim or dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim or dim, inner, bias=False)
         self.to_out = nn.Linear(inner, dim)
+        self.anchors: tuple[int, ...] | None = None
 
     def forward(
         self,
@@ -107,6 +109,10 @@ class Attention(nn.Module):
             for t in (self.to_q(x), self.to_k(context), self.to_v(context))
         )
         attn_mask = bias
+        if self.anchors is not None:
+            if mask is not None or bias is not None:
+                raise ValueError("anchored attention takes no mask or bias")
+            k, v, attn_mask = anchor_keys_values(k, v, self.anchors)
         has_any = None
         if mask is not None:
             mask = mask.bool()
@@ -121,6 +127,24 @@ class Attention(nn.Module):
         if has_any is not None:
             out = out * has_any[:, None, None].to(out.dtype)
         return out
+
+
+def anchor_keys_values(
+    k: torch.Tensor, v: torch.Tensor, anchors: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys and values (b, h, n, d) of each sample joined with those of its anchor: the batch is
+    groups of len(anchors) samples (e.g. the uncond and cond halves of guidance), and sample i of
+    a group also attends to sample anchors[i] of the same group. An anchor's copy of its own
+    tokens is masked out, so an anchor attends to itself alone (Text2Video-Zero's cross-frame
+    attention, StoryDiffusion's consistent self-attention, without training)."""
+    batch, group = k.shape[0], len(anchors)
+    if batch % group:
+        raise ValueError(f"a batch of {batch} is not groups of {group} samples")
+    own = torch.arange(batch, device=k.device)
+    index = own // group * group + torch.tensor(anchors, device=k.device).repeat(batch // group)
+    mask = torch.zeros(batch, 1, 1, 2 * k.shape[2], dtype=k.dtype, device=k.device)
+    mask[index == own, :, :, k.shape[2] :] = float("-inf")
+    return torch.cat([k, k[index]], dim=2), torch.cat([v, v[index]], dim=2), mask
 
 
 class FeedForward(nn.Module):

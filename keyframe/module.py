@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from keyframe.autoencoder import Autoencoder, autoencoder_record, load_autoencoder
+from keyframe.consistency import anchor_list, anchored_attention, share_noise
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
-from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser
+from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser, randn
 from keyframe.sampling import sample as run_sampler
 from keyframe.text import TextEncoder
 from keyframe.unet import UNet
@@ -373,6 +374,8 @@ class KeyframeModule(L.LightningModule):
         generator: Generator = None,
         size: int | Sequence[int] | None = None,
         callback: Callback | None = None,
+        anchor: int | Sequence[int] | None = None,
+        noise_share: float = 0.0,
     ) -> torch.Tensor:
         """Images for prompts, float `b c h w` in [-1, 1] on the CPU, with the EMA weights.
 
@@ -380,6 +383,11 @@ class KeyframeModule(L.LightningModule):
         ("" if none). Image i uses seed + i (CPU generators, so a seed gives the same noise on
         every device); `generator` (one, or one per image) replaces the seed; with neither the
         global RNG is used. Steps, guidance and sampler default to the sample_* hyperparameters.
+
+        `anchor` (an index, or one per image) turns on training-free consistency
+        (`keyframe.consistency`): each image attends to its anchor's self-attention keys and
+        values and starts from noise sharing `noise_share` of the anchor's; anchors come out as
+        they would alone.
         """
         hp = self.hparams
         prompts = _prompt_list(prompts, "prompt")
@@ -401,6 +409,12 @@ class KeyframeModule(L.LightningModule):
         height, width = self.latent_size(size)
         if generator is None and seed is not None:
             generator = image_generators(seed, n)
+        start: tuple[int, ...] | torch.Tensor = (n, self.latent_channels, height, width)
+        anchors = None
+        if anchor is not None:
+            anchors = anchor_list(anchor, n)
+        elif noise_share:
+            raise UserError("noise share: needs an anchor")
 
         was_training = self.training
         self.eval()
@@ -408,16 +422,22 @@ class KeyframeModule(L.LightningModule):
             both = self.encode_text(negatives + prompts, ema=True)
             uncond = {k: v[:n] for k, v in both.items()}
             cond = {k: v[n:] for k, v in both.items()}
-            guided = cfg_denoiser(_float32_io(self.sampling_denoiser()), cond, uncond, guidance)
-            latents = run_sampler(
-                guided,
-                (n, self.latent_channels, height, width),
-                steps,
-                sampler,
-                generator=generator,
-                callback=callback,
-                device=self.device,
-            )
+            denoiser = self.sampling_denoiser()
+            guided = cfg_denoiser(_float32_io(denoiser), cond, uncond, guidance)
+            anchoring = contextlib.nullcontext()
+            if anchors is not None:
+                start = share_noise(randn(start, generator, self.device), anchors, noise_share)
+                anchoring = anchored_attention(denoiser, anchors)
+            with anchoring:
+                latents = run_sampler(
+                    guided,
+                    start,
+                    steps,
+                    sampler,
+                    generator=generator,
+                    callback=callback,
+                    device=self.device,
+                )
             images = self.autoencoder.decode(latents)
         finally:
             self.train(was_training)

@@ -8,11 +8,14 @@ The folder it writes (and owns)::
 
 A panel is redrawn only when the content hash of its inputs changes (prompt, negative prompt,
 seed, steps, guidance, model id and size; for an artist's ``image:``, the file's bytes and the
-size), so a rerun with no changes writes nothing. ``reroll`` (``--panel N``) redraws chosen panels
-with a new seed and leaves every other file alone; the new seed is remembered until that panel's
-seed in the shot list is edited. Locked panels keep their image (and the settings that made it)
-whatever the shot list says; locks follow panel numbers. A panel PNG edited by hand is kept and
-locked, never overwritten.
+size), so a rerun with no changes writes nothing. With ``consistency``, the first prompt panel of
+each shot is its anchor: the shot's other panels are drawn in one batch with it, attending to it
+(training-free, keyframe.consistency), and their hashes include the anchor's prompt, negative
+prompt and seed and the noise share; the anchor itself draws as it would alone.
+``reroll`` (``--panel N``) redraws chosen panels with a new seed and leaves every other file
+alone; the new seed is remembered until that panel's seed in the shot list is edited. Locked
+panels keep their image (and the settings that made it) whatever the shot list says; locks follow
+panel numbers. A panel PNG edited by hand is kept and locked, never overwritten.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from pipeline.timeline import FramePlan, make_plan
 
 # prompts, negative prompts, seeds (one per image), steps, guidance -> uint8 (n, h, w, 3).
 # A KeyframeFn may carry `model_id` (str, part of the panel hashes) and `check_prompt(prompt)`
-# (raises UserError for a prompt it cannot draw, so errors come before any work).
+# (raises UserError for a prompt it cannot draw, so errors come before any work). One with
+# `supports_anchors = True` also takes `anchors=` (each image's anchor index in the batch) and
+# `noise_share=` for --consistency (see keyframe.consistency).
 KeyframeFn = Callable[[list[str], list[str], list[int], int, float], np.ndarray]
 
 MANIFEST = "storyboard.json"
@@ -94,7 +99,8 @@ def oracle_keyframes(width: int, height: int) -> KeyframeFn:
                 f"'a large red circle at the top left on a navy background', got {prompt!r}"
             )
 
-    def draw(prompts, negatives, seeds, steps, guidance) -> np.ndarray:
+    def draw(prompts, negatives, seeds, steps, guidance, anchors=None, noise_share=0.0):
+        del anchors, noise_share  # each caption is drawn exactly: consistent already
         images = []
         for prompt, seed in zip(prompts, seeds, strict=True):
             check_prompt(prompt)
@@ -105,6 +111,7 @@ def oracle_keyframes(width: int, height: int) -> KeyframeFn:
 
     draw.model_id = ORACLE
     draw.check_prompt = check_prompt
+    draw.supports_anchors = True
     return draw
 
 
@@ -117,6 +124,7 @@ def model_name(name: str) -> str:
 
 def pretrained_keyframes(name: str, width: int, height: int, device: str | None = None):
     """A trained keyframe model as a KeyframeFn drawing at ``width`` x ``height``."""
+    from keyframe.module import image_generators
     from keyframe.pretrained import from_pretrained
 
     try:
@@ -124,7 +132,20 @@ def pretrained_keyframes(name: str, width: int, height: int, device: str | None 
     except UserError as err:
         raise UserError(f"keyframe {err}; for a preview use --keyframe-model oracle") from None
 
-    def draw(prompts, negatives, seeds, steps, guidance) -> np.ndarray:
+    def draw(prompts, negatives, seeds, steps, guidance, anchors=None, noise_share=0.0):
+        if anchors is not None:
+            # One batch, so every image sees its anchor; one generator per image's own seed.
+            batch = module.sample(
+                prompts,
+                negative_prompts=negatives,
+                steps=steps,
+                guidance=guidance,
+                generator=[image_generators(seed, 1)[0] for seed in seeds],
+                size=(height, width),
+                anchor=list(anchors),
+                noise_share=noise_share,
+            )
+            return np.stack([io.to_uint8_rgb(image) for image in batch])
         images = []
         # The model seeds image i with seed + i, so runs of consecutive seeds share one batch.
         for start, stop in _consecutive_runs(seeds):
@@ -140,6 +161,7 @@ def pretrained_keyframes(name: str, width: int, height: int, device: str | None 
         return np.stack(images)
 
     draw.model_id = model_name(name)
+    draw.supports_anchors = True
     return draw
 
 
@@ -344,6 +366,7 @@ _PARAM_KEYS = {
         "model",
         "width",
         "height",
+        "anchor",
     ),
 }
 
@@ -372,13 +395,16 @@ def storyboard(
     batch_size: int = DEFAULT_BATCH,
     device: str | None = None,
     verbose: bool = True,
+    consistency: bool = False,
+    noise_share: float = 0.0,
 ) -> Storyboard:
     """Draw one keyframe per panel of a shot list into folder ``out``; see the module docstring.
 
     ``keyframe_model``: a KeyframeFn, a model name/path, ``"oracle"``, or None for the shot
     list's ``models.keyframe``. ``reroll``: panel numbers to redraw with a new seed (``seed``, if
     given, for a single panel). ``lock``/``unlock``: numbers or ``"all"``. ``overwrite`` allows a
-    folder that is not a storyboard yet to be written into.
+    folder that is not a storyboard yet to be written into. ``consistency`` conditions each
+    shot's panels on its first prompt panel, starting from ``noise_share`` (0-1) of its noise.
     """
     if not isinstance(shots, ShotList):
         shots = load_shotlist(shots)
@@ -397,6 +423,10 @@ def storyboard(
             raise UserError(f"--seed: expected a whole number from 0 to 2**63 - 1, got {seed!r}")
     if lock & unlock:
         raise UserError(f"panel {min(lock & unlock)} is both locked and unlocked")
+    if not isinstance(noise_share, (int, float)) or not 0 <= noise_share <= 1:
+        raise UserError(f"--noise-share: expected a number from 0 to 1, got {noise_share!r}")
+    if noise_share and not consistency:
+        raise UserError("--noise-share needs --consistency")
 
     width, height = shots.width, shots.height
     if keyframe_model is None:
@@ -454,6 +484,8 @@ def storyboard(
         if n not in edited and (folder / r["file"]).is_file()
     }
     stale = []
+    shot_anchor: dict[int, int] = {}  # shot -> index of its anchor panel (with consistency)
+    anchor_of: dict[int, int] = {}  # index -> index of its anchor, for the other prompt panels
     for index, panel in enumerate(shots.panels):
         number = panel.number
         record = old_records.get(number)
@@ -471,6 +503,11 @@ def storyboard(
             "locked": number in locked,
         }
         current = _current_params(panel, record, number in reroll, seed, model, width, height)
+        if consistency and panel.image is None:
+            anchor = shot_anchor.setdefault(shots_of[index], index)
+            if anchor != index and records[anchor]["source"] == "prompt":
+                anchor_of[index] = anchor
+                current["anchor"] = _anchor_params(records[anchor], noise_share)
         if record is not None and (number in locked or untouched):
             # Kept with the settings that made it (a lock, or a re-roll of other panels).
             new = {**record, **placed}
@@ -544,21 +581,28 @@ def storyboard(
                 _save_panel(folder, records[index], image, images, index)
                 done.append(index)
         groups: dict[tuple, list[int]] = {}
+        anchors_drawn = {a for i, a in anchor_of.items() if i in prompt_todo}
         for index in prompt_todo:
-            groups.setdefault((records[index]["steps"], records[index]["guidance"]), []).append(
-                index
-            )
+            record = records[index]
+            anchor = anchor_of.get(index, index if index in anchors_drawn else None)
+            groups.setdefault((record["steps"], record["guidance"], anchor), []).append(index)
+        if anchors_drawn and not getattr(drawer(), "supports_anchors", False):
+            raise UserError(f"keyframe model {model}: cannot keep panels consistent")
         quiet = None if verbose else True
         with tqdm(total=len(prompt_todo), desc="storyboard", unit="panel", disable=quiet) as bar:
-            for (steps, guidance), indices in groups.items():
-                for start in range(0, len(indices), batch_size):
-                    batch = indices[start : start + batch_size]
-                    drawn = _draw(drawer(), [records[i] for i in batch], steps, guidance)
+            for (steps, guidance, anchor), indices in groups.items():
+                for batch, anchors in _batches(indices, anchor, batch_size):
+                    drawn = _draw(
+                        drawer(), [records[i] for i in batch], steps, guidance, anchors, noise_share
+                    )
+                    fresh = [i for i in batch if i in indices and i not in done]
                     for index, image in zip(batch, drawn, strict=True):
+                        if index not in fresh:
+                            continue  # the anchor again, drawn only for the others to see
                         image = fit_image(image, width, height)
                         _save_panel(folder, records[index], image, images, index)
                         done.append(index)
-                    bar.update(len(batch))
+                    bar.update(len(fresh))
     finally:
         pending = set(todo) | set(renames) | set(reuse)
         complete = pending <= set(done)
@@ -630,11 +674,48 @@ def _current_params(
     return _params(panel, chosen, model, width, height, None)
 
 
-def _draw(fn: KeyframeFn, records: list[dict], steps: int, guidance: float) -> np.ndarray:
+def _anchor_params(record: dict, noise_share: float) -> dict:
+    """What an anchor panel contributes to the hash of a panel drawn attending to it."""
+    return {
+        "prompt": record["prompt"],
+        "negative": record["negative"],
+        "seed": record["seed"],
+        "noise_share": float(noise_share),
+    }
+
+
+def _batches(
+    indices: list[int], anchor: int | None, batch_size: int
+) -> list[tuple[list[int], list[int] | None]]:
+    """Model calls for one group of panels: (panel indices, anchor positions or None). With an
+    anchor, every call starts with the anchor panel and its other panels attend to it."""
+    if anchor is None:
+        return [(indices[s : s + batch_size], None) for s in range(0, len(indices), batch_size)]
+    others = [i for i in indices if i != anchor]
+    if not others:
+        return [([anchor], None)]
+    size = max(1, batch_size - 1)
+    chunks = [others[s : s + size] for s in range(0, len(others), size)]
+    return [([anchor, *chunk], [0] * (len(chunk) + 1)) for chunk in chunks]
+
+
+def _draw(
+    fn: KeyframeFn,
+    records: list[dict],
+    steps: int,
+    guidance: float,
+    anchors: list[int] | None = None,
+    noise_share: float = 0.0,
+) -> np.ndarray:
     prompts = [r["prompt"] for r in records]
     negatives = [r["negative"] for r in records]
     seeds = [int(r["seed"]) for r in records]
-    images = np.asarray(fn(prompts, negatives, seeds, steps, guidance))
+    if anchors is None:
+        images = fn(prompts, negatives, seeds, steps, guidance)
+    else:
+        images = fn(prompts, negatives, seeds, steps, guidance, anchors=anchors,
+                    noise_share=noise_share)  # fmt: skip
+    images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != len(records):
         raise ValueError(
             f"keyframe model {model_id(fn)}: expected uint8 ({len(records)}, h, w, 3), "
@@ -721,6 +802,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="panels per model call (8)",
     )
+    parser.add_argument(
+        "--consistency",
+        action="store_true",
+        help="keep each shot's look: its panels attend to the shot's first panel (no training)",
+    )
+    parser.add_argument(
+        "--noise-share",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="with --consistency, the share of the anchor's initial noise, 0-1 (0)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     parser.add_argument(
         "--overwrite", action="store_true", help="write into a folder that is not a storyboard"
@@ -741,6 +834,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         verbose=not args.quiet,
+        consistency=args.consistency,
+        noise_share=args.noise_share,
     )
     if not args.quiet:
         made = ", ".join(map(str, board.generated)) or "none (all up to date)"

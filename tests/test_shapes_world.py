@@ -340,3 +340,22 @@ def test_parser_never_crashes_on_free_text(text):
 def test_text_outside_the_grammar_parses_to_none(text):
     assert parse_caption(text) is None
     assert parse_caption(None) is None
+
+
+@pytest.mark.parametrize("size, tolerance", [(64, 0.02), (256, 0.005)])
+@pytest.mark.parametrize("shape", ["circle", "square", "triangle"])
+def test_drawn_area_is_the_true_area(shape, size, tolerance):
+    """Anti-aliased coverage adds up to the shape's area (pi r^2, 2 r^2, 3 sqrt(3)/4 r^2)."""
+    true_area = {"circle": math.pi, "square": 2.0, "triangle": 3 * math.sqrt(3) / 4}[shape]
+    background = np.array([20, 30, 80], dtype=float)  # navy
+    colour = np.array([250, 250, 250], dtype=float)  # white
+    rng = np.random.default_rng(7)
+    for word, radius in (("small", 0.07), ("large", 0.16)):
+        errors = []
+        for x, y in rng.uniform(0.3, 0.7, size=(12, 2)):
+            frame = render_frame("navy", [SceneObject(shape, "white", word, x, y)], None, size)
+            alpha = (
+                (frame - background) @ (colour - background) / np.sum((colour - background) ** 2)
+            )
+            errors.append(alpha.sum() / (true_area * (radius * size) ** 2) - 1)
+        assert abs(np.mean(errors)) < tolerance, (word, np.mean(errors))

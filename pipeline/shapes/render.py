@@ -48,12 +48,17 @@ def _draw(canvas: np.ndarray, obj: SceneObject, x: float, y: float, scale: int, 
         return np.round((points * scale - 0.5) * _ONE).astype(np.int64) - offset
 
     colour = COLOURS[obj.colour]
+    # OpenCV fills every pixel the outline touches, which makes a shape half a pixel too large all
+    # round; moving each edge in by half a (4x) pixel makes the drawn area the true area.
+    inset = 0.5 / scale
     if obj.shape == "circle":
         cx, cy = (int(v) for v in fixed(np.array([x, y])))
-        r = int(round(obj.radius * scale * _ONE))
+        r = int(round((obj.radius - inset) * scale * _ONE))
         cv2.circle(canvas, (cx, cy), r, colour, thickness=-1, lineType=cv2.LINE_8, shift=_SHIFT)
     else:
-        points = fixed(shape_outline(obj.shape, x, y, obj.radius)).astype(np.int32)
+        # Circumradius lost per unit of edge inset: sqrt(2) for a square, 2 for a triangle.
+        radius = obj.radius - inset * (math.sqrt(2.0) if obj.shape == "square" else 2.0)
+        points = fixed(shape_outline(obj.shape, x, y, radius)).astype(np.int32)
         cv2.fillPoly(canvas, [points], colour, lineType=cv2.LINE_8, shift=_SHIFT)
 
 

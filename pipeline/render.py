@@ -39,6 +39,7 @@ from pipeline.shotlist import ShotList, load_shotlist
 from pipeline.storyboard import (
     MANIFEST,
     KeyframeFn,
+    add_keyframe_model_argument,
     load_storyboard,
     model_id,
     model_name,
@@ -513,12 +514,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="trained model name or path (default: the shot list's models.interpolate); "
         "baselines: 'crossfade', 'flow' (optical flow)",
     )
-    parser.add_argument(
-        "--keyframe-model",
-        metavar="NAME",
-        help="trained model name or path (default: the shot list's models.keyframe); "
-        "'oracle' draws shapes-world captions exactly (a preview, no model)",
-    )
+    add_keyframe_model_argument(parser)
     parser.add_argument(
         "--context",
         type=int,

@@ -780,6 +780,16 @@ def load_storyboard(folder: str | os.PathLike) -> Storyboard:
 # The command
 
 
+def add_keyframe_model_argument(parser: argparse.ArgumentParser) -> None:
+    """`--keyframe-model`, shared by `storyboard` and `render`."""
+    parser.add_argument(
+        "--keyframe-model",
+        metavar="NAME",
+        help="trained model name or path (default: the shot list's models.keyframe); "
+        "'oracle' draws shapes-world captions exactly (a preview, no model)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shots", metavar="SHOTS.yaml", help="the shot list")
     parser.add_argument("--out", required=True, metavar="DIR", help="storyboard folder")
@@ -789,12 +799,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="K", help="the seed for a --panel re-roll")
     parser.add_argument("--lock", metavar="N", help="keep these panels as they are (1,3 or all)")
     parser.add_argument("--unlock", metavar="N", help="let these panels change again (or all)")
-    parser.add_argument(
-        "--keyframe-model",
-        metavar="NAME",
-        help="trained model name or path (default: the shot list's models.keyframe); "
-        "'oracle' draws shapes-world captions exactly (a preview, no model)",
-    )
+    add_keyframe_model_argument(parser)
     parser.add_argument(
         "--batch-size",
         type=int,

@@ -515,7 +515,12 @@ class AutoencoderModule(L.LightningModule):
     """Trains a FrameAutoencoder on `batch["image"]`: L1 + Sobel-gradient L1 + KL, optionally a
     hinge PatchGAN loss with LDM's adaptive weight after `disc_start` steps. The latent scale is
     measured on the validation set each validation epoch and on `scale_batches` training batches
-    when fitting ends, so checkpoints and exports carry it."""
+    when fitting ends, so checkpoints and exports carry it.
+
+    `init_from` starts from a trained autoencoder (any `load_autoencoder` path); with
+    `freeze_encoder` only the decoder trains and the latent space (and its scale) stays exactly as
+    it was, so diffusion models already trained on those latents keep working with the new decoder.
+    """
 
     def __init__(
         self,
@@ -535,6 +540,8 @@ class AutoencoderModule(L.LightningModule):
         disc_start: int = 0,
         disc_channels: int = 64,
         scale_batches: int = 16,
+        init_from: str | None = None,
+        freeze_encoder: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -542,22 +549,44 @@ class AutoencoderModule(L.LightningModule):
             in_channels, latent_channels, base_channels, list(channel_mult), num_res_blocks,
             mid_attention, norm_groups,
         )  # fmt: skip
+        if init_from is not None:
+            self._load_initial(init_from)
+        if freeze_encoder:
+            self.autoencoder.encoder.requires_grad_(False)
         self.discriminator = PatchDiscriminator(in_channels, disc_channels) if disc_weight else None
         self.automatic_optimization = self.discriminator is None
         self._val_stats = torch.zeros(3, dtype=torch.float64)
 
+    def _load_initial(self, path: str) -> None:
+        source = load_autoencoder(path)
+        if autoencoder_record(source)["config"] | {"scale_factor": 0, "shift": 0} != (
+            autoencoder_record(self.autoencoder)["config"] | {"scale_factor": 0, "shift": 0}
+        ):
+            raise UserError(
+                f"{path}: init_from autoencoder has config {source.config()}, but this model is "
+                f"{self.autoencoder.config()} (the architecture arguments must match)"
+            )
+        self.autoencoder.load_state_dict(source.state_dict())
+
+    def train(self, mode: bool = True) -> AutoencoderModule:
+        """A frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.autoencoder.encoder.eval()
+        return self
+
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(
-            self.autoencoder.parameters(), lr=hp.lr, betas=(0.9, 0.99), weight_decay=hp.weight_decay
-        )
+        params = [p for p in self.autoencoder.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=hp.lr, betas=(0.9, 0.99), weight_decay=hp.weight_decay)
         if self.discriminator is None:
             return opt
         opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=hp.lr, betas=(0.5, 0.9))
         return [opt, opt_d]
 
     def _reconstruct(self, x: torch.Tensor, sample: bool):
-        mean, logvar = self.autoencoder.encode_moments(x)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
+            mean, logvar = self.autoencoder.encode_moments(x)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if sample else mean
         return self.autoencoder._decode_frames(z), mean, logvar
 
@@ -631,7 +660,7 @@ class AutoencoderModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         total, total_sq, count = self._val_stats.tolist()
-        if self.trainer.sanity_checking or count == 0:
+        if self.trainer.sanity_checking or count == 0 or self.hparams.freeze_encoder:
             return
         if self.trainer.world_size > 1:
             stats = self.all_gather(self._val_stats.to(self.device)).reshape(-1, 3).sum(0)
@@ -643,7 +672,7 @@ class AutoencoderModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         loader = getattr(self.trainer, "train_dataloader", None)
-        if loader is None or self.hparams.scale_batches <= 0:
+        if loader is None or self.hparams.scale_batches <= 0 or self.hparams.freeze_encoder:
             return
         was_training = self.autoencoder.training
         self.autoencoder.eval()

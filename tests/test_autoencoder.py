@@ -237,3 +237,28 @@ def test_norm_groups_zero_builds_an_autoencoder_without_group_norm(tmp_path):
     again = load_autoencoder(tmp_path / "ae")
     assert again.config()["norm_groups"] == 0
     assert torch.equal(again.decode(again.encode(x)), ae.decode(ae.encode(x)))
+
+
+def test_freeze_encoder_trains_the_decoder_only_and_keeps_the_latent_space(tmp_path):
+    source = FrameAutoencoder(base_channels=8, channel_mult=(1, 2), norm_groups=0)
+    source.scale_factor, source.shift = 0.7, 0.05
+    save_autoencoder(source, tmp_path / "stage1")
+    args = dict(base_channels=8, channel_mult=[1, 2], norm_groups=0, lr=1e-2, scale_batches=4)
+    module = AutoencoderModule(**args, init_from=str(tmp_path / "stage1"), freeze_encoder=True)
+    frames = flat_scenes(4, 16)
+    with torch.no_grad():
+        before = module.autoencoder.encode(frames)
+        decoded_before = module.autoencoder.decode(before)
+    loader = DataLoader(_Frames(frames), batch_size=4)
+    _trainer(5, limit_val_batches=1, num_sanity_val_steps=0).fit(module, loader, loader)
+    ae = module.autoencoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ae.encode(frames), before, rtol=0, atol=0)
+        assert (ae.decode(before) - decoded_before).abs().max() > 1e-3  # the decoder moved
+    assert (ae.scale_factor, ae.shift) == pytest.approx(
+        (0.7, 0.05)
+    )  # neither validation nor fit end re-measured
+    other = tmp_path / "other"
+    save_autoencoder(FrameAutoencoder(base_channels=16, channel_mult=(1, 2)), other)
+    with pytest.raises(UserError, match="init_from.*architecture"):
+        AutoencoderModule(**args, init_from=str(other))

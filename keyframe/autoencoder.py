@@ -454,7 +454,8 @@ def _load_checkpoint(path: Path) -> FrameAutoencoder:
 
 def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> Autoencoder:
     """Load 'identity', a directory written by `save_autoencoder`, its json or safetensors file,
-    or an AutoencoderModule `.ckpt`; in eval mode on `device`."""
+    an AutoencoderModule `.ckpt`, or the name of a shipped keyframe model (its autoencoder); in
+    eval mode on `device`."""
     if str(path) == "identity":
         return IdentityAutoencoder()
     path = Path(path)
@@ -462,6 +463,10 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
         if not path.is_file():
             raise UserError(f"{path}: autoencoder checkpoint not found")
         return _load_checkpoint(path).to(device).eval()
+    if not path.exists() and len(path.parts) == 1 and not path.suffix:
+        from keyframe.pretrained import shipped_autoencoder  # a name: the shipped models' own
+
+        return shipped_autoencoder(str(path)).to(device).eval()
     if path.is_dir():
         config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
     else:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from keyframe.autoencoder import autoencoder_record, build_autoencoder
+from keyframe.autoencoder import Autoencoder, autoencoder_record, build_autoencoder
 from keyframe.errors import UserError
 from keyframe.files import atomic_write
 from keyframe.module import KeyframeModule, prebuilt_autoencoder
@@ -131,6 +131,26 @@ def resolve_model(
         f"model {str(name_or_path)!r}: no such file or folder, and not a shipped {what} name "
         f"(available: {available}); give a folder written by save_pretrained or a training .ckpt"
     )
+
+
+def shipped_autoencoder(name: str, shipped_dir: Path | None = None) -> Autoencoder:
+    """The frame autoencoder inside the shipped keyframe model `name` (not a separate file, so
+    the weights ship once): what `autoencoder: shapes` in a config refers to."""
+    shipped_dir = SHIPPED_DIR if shipped_dir is None else shipped_dir
+    if name not in shipped_models(shipped_dir):
+        available = ", ".join(shipped_models(shipped_dir)) or "none are shipped yet"
+        raise UserError(
+            f"autoencoder {name!r}: no such file or folder, and not a shipped model name "
+            f"(available: {available}); give 'identity', an autoencoder folder or a .ckpt"
+        )
+    _, record, weights = read_directory(shipped_dir / name, "KeyframeModule")
+    ae = build_autoencoder(record, shipped_dir / name / CONFIG_NAME)
+    load_weights(
+        {"autoencoder": ae},
+        {k: v for k, v in weights.items() if k.startswith("autoencoder.")},
+        shipped_dir / name,
+    )
+    return ae.float()
 
 
 def build_module(cls: type[M], hparams: Any, ae_record: Any, where: Path, **overrides: Any) -> M:

@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("pipeline.bench", "measure speed, FLOPs, MFU and memory of both stages here"),
     "dataset": ("pipeline.dataset", "build a training dataset (the procedural shapes world)"),
     "eval": ("pipeline.evaluate", "score keyframe or tween models on fresh shapes-world scenes"),
+    "export": ("pipeline.export", "turn a training checkpoint into a small inference folder"),
     "keyframe": ("pipeline.keyframe_cmd", "draw keyframe images from a text prompt (stage 1)"),
     "render": ("pipeline.render", "render a shot list or storyboard to MP4, GIF or PNG frames"),
     "storyboard": ("pipeline.storyboard", "draw one keyframe per panel of a shot list"),

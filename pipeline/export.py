@@ -1,0 +1,88 @@
+"""`animatic export`: a training checkpoint -> the small inference folder that ships.
+
+Keyframe and interpolation checkpoints become `model.safetensors` + `config.json` (EMA weights,
+fp16 by default); an autoencoder checkpoint becomes `autoencoder.safetensors` + `autoencoder.json`.
+`--autoencoder` swaps in a better decoder trained on the same frozen encoder (see
+configs/autoencoder/shapes-decoder.yaml): the encoder and latent scale must match exactly, so the
+diffusion model's latents mean the same thing to the new decoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from keyframe.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
+from keyframe.errors import UserError
+
+STAGES = ("keyframe", "interpolate", "autoencoder")
+
+
+def swap_decoder(module: torch.nn.Module, ae: Autoencoder, where: str) -> None:
+    """Give `module` the weights of `ae`, whose encoder and latent scale must equal its own."""
+    own = module.autoencoder
+    if own.config() != ae.config():
+        raise UserError(
+            f"{where}: autoencoder config {ae.config()} differs from the model's {own.config()} "
+            "(the decoder must come from a run with freeze_encoder on the model's autoencoder)"
+        )
+    theirs = ae.state_dict()
+    for key, value in own.state_dict().items():
+        if key.startswith("encoder.") and not torch.equal(value, theirs[key].to(value)):
+            raise UserError(
+                f"{where}: encoder weight {key} differs from the model's: the latent spaces differ "
+                "(train the decoder with freeze_encoder and init_from the model's autoencoder)"
+            )
+    own.load_state_dict(theirs)
+
+
+def export(
+    stage: str,
+    checkpoint: str | Path,
+    out: str | Path,
+    autoencoder: str | Path | None = None,
+    fp16: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write the inference folder of a `stage` checkpoint to `out`; returns `out`."""
+    if stage not in STAGES:
+        raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
+    if stage == "autoencoder":
+        if autoencoder is not None:
+            raise UserError("--autoencoder: only for keyframe and interpolate exports")
+        return save_autoencoder(load_autoencoder(checkpoint), out, fp16=fp16, overwrite=overwrite)
+    if stage == "keyframe":
+        from keyframe.pretrained import from_pretrained, save_pretrained
+
+        module = from_pretrained(checkpoint)
+        write = save_pretrained
+    else:
+        from interpolate.module import InterpolateModule
+
+        module = InterpolateModule.from_pretrained(checkpoint)
+        write = InterpolateModule.save_pretrained
+    if autoencoder is not None:
+        swap_decoder(module, load_autoencoder(autoencoder), str(autoencoder))
+    return write(module, out, fp16=fp16, overwrite=overwrite)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=STAGES, help="which kind of checkpoint")
+    parser.add_argument("checkpoint", help="a Lightning .ckpt (or an exported folder)")
+    parser.add_argument("--out", required=True, help="folder to write")
+    parser.add_argument(
+        "--autoencoder", help="a decoder fine-tuned on the model's frozen encoder (.ckpt or folder)"
+    )
+    parser.add_argument("--fp32", action="store_true", help="keep float32 weights (default fp16)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = export(
+        args.stage, args.checkpoint, args.out, args.autoencoder, not args.fp32, args.overwrite
+    )
+    size = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file())
+    print(f"exported {args.stage} {args.checkpoint} -> {out} ({size / 2**20:.1f} MiB)")
+    return 0

@@ -1,0 +1,84 @@
+"""`animatic export`: checkpoints to inference folders, swapping in a fine-tuned decoder, and the
+shipped autoencoder found by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from keyframe import pretrained
+from keyframe.autoencoder import FrameAutoencoder, load_autoencoder, save_autoencoder
+from keyframe.errors import UserError
+from keyframe.pretrained import from_pretrained, save_pretrained
+from pipeline.cli import main
+from pipeline.export import export
+from tests.test_keyframe_module import PROMPTS, quiet_trainer, randomised, tiny_module
+
+
+def _autoencoder(seed: int) -> FrameAutoencoder:
+    torch.manual_seed(seed)
+    ae = FrameAutoencoder(3, 4, base_channels=8, channel_mult=[1, 2], num_res_blocks=1)
+    ae.scale_factor, ae.shift = 0.7, 0.1
+    return ae
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    """A tiny keyframe checkpoint in the latent space of a small autoencoder."""
+    ae_dir = save_autoencoder(_autoencoder(0), tmp_path / "ae")
+    module = randomised(tiny_module(autoencoder=str(ae_dir)))
+    trainer = quiet_trainer(max_steps=0)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    return tmp_path / "model.ckpt", module
+
+
+def test_export_writes_the_model_and_swaps_in_a_decoder(checkpoint, tmp_path, capsys):
+    ckpt, module = checkpoint
+    assert main(["export", "keyframe", str(ckpt), "--out", str(tmp_path / "plain")]) == 0
+    assert "MiB" in capsys.readouterr().out
+    torch.testing.assert_close(
+        from_pretrained(tmp_path / "plain").sample(PROMPTS[:1], seed=2),
+        module.sample(PROMPTS[:1], seed=2),
+        atol=0.05,
+        rtol=0,
+    )
+    tuned = _autoencoder(0)
+    tuned.load_state_dict(module.autoencoder.state_dict())
+    with torch.no_grad():
+        for p in tuned.decoder.parameters():
+            p.add_(0.01)
+    tuned_dir = save_autoencoder(tuned, tmp_path / "tuned")
+    export("keyframe", ckpt, tmp_path / "swapped", autoencoder=tuned_dir, fp16=False)
+    loaded = from_pretrained(tmp_path / "swapped").autoencoder
+    for key, value in tuned.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert main(["export", "keyframe", str(ckpt), "--out", str(tmp_path / "plain")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_decoder_from_another_latent_space_is_refused(checkpoint, tmp_path, capsys):
+    ckpt, _ = checkpoint
+    other = save_autoencoder(_autoencoder(1), tmp_path / "other")
+    argv = ["export", "keyframe", str(ckpt), "--out", str(tmp_path / "x"), "--autoencoder"]
+    assert main([*argv, str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "encoder weight" in err and "latent spaces differ" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+def test_autoencoder_export_and_lookup_by_shipped_name(checkpoint, tmp_path, monkeypatch):
+    _, module = checkpoint
+    shipped = tmp_path / "weights"
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", shipped)
+    with pytest.raises(UserError, match="not a shipped model name.*none are shipped"):
+        load_autoencoder("toy")
+    save_pretrained(module, shipped / "toy", fp16=False)
+    ae = load_autoencoder("toy")
+    assert ae.scale_factor == pytest.approx(0.7) and not ae.training
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(ae.encode(x), module.autoencoder.encode(x))
+    # An autoencoder checkpoint exports to the autoencoder folder layout.
+    out = export("autoencoder", tmp_path / "ae", tmp_path / "ae16")
+    assert (out / "autoencoder.safetensors").is_file()

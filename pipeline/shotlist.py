@@ -6,6 +6,8 @@ Format (every key but ``panels`` is optional; defaults shown)::
     fps: 24                     # frames per second, a positive number
     size: 64                    # square side, or [width, height]; multiples of 8, at least 16
     loop: false                 # true: the last panel tweens back to the first (seamless loop)
+    consistency: false          # true: each shot's panels keep the look of its first panel
+    noise_share: 0.0            # with consistency: share of the anchor's initial noise, 0..1
     seed: 0                     # a panel without a seed gets seed + its index (0, 1, 2, ...)
     steps: 30                   # sampling steps for generated keyframes, 1..1000
     guidance: 5.0               # classifier-free guidance scale, 0..100
@@ -70,6 +72,8 @@ TOP_KEYS = (
     "fps",
     "size",
     "loop",
+    "consistency",
+    "noise_share",
     "seed",
     "steps",
     "guidance",
@@ -122,6 +126,8 @@ class ShotList:
     interpolate_model: str
     panels: tuple[Panel, ...]
     source: str = "<shot list>"
+    consistency: bool = False  # condition each shot's panels on its first (keyframe.consistency)
+    noise_share: float = 0.0  # with consistency: how much of the anchor's initial noise to share
 
     @property
     def num_frames(self) -> int:
@@ -319,6 +325,15 @@ class _Parser:
             fps = int(fps) if float(fps).is_integer() else fps
         size = self.size(items["size"]) if "size" in items else (DEFAULT_SIZE, DEFAULT_SIZE)
         loop = self.boolean(items["loop"], "loop") if "loop" in items else False
+        consistency = (
+            self.boolean(items["consistency"], "consistency") if "consistency" in items else False
+        )
+        noise_share = 0.0
+        if "noise_share" in items:
+            node = items["noise_share"]
+            noise_share = float(self.number(node, "noise_share", "a number from 0 to 1", 0, 1))
+            if noise_share and not consistency:
+                raise self.error(node, "noise_share", "needs 'consistency: true'")
         base = {"seed": 0, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE, "negative": ""}
         defaults = self.settings(items, fps, {**base, "duration": round(DEFAULT_DURATION_S * fps)})
         models = {key: DEFAULT_MODEL for key in MODEL_KEYS}
@@ -345,6 +360,8 @@ class _Parser:
             interpolate_model=models["interpolate"],
             panels=tuple(panels),
             source=self.source,
+            consistency=consistency,
+            noise_share=noise_share,
         )
 
     def panel_list(self, root: Node, items: dict[str, Node]) -> list[Node]:

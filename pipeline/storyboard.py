@@ -395,8 +395,8 @@ def storyboard(
     batch_size: int = DEFAULT_BATCH,
     device: str | None = None,
     verbose: bool = True,
-    consistency: bool = False,
-    noise_share: float = 0.0,
+    consistency: bool | None = None,
+    noise_share: float | None = None,
 ) -> Storyboard:
     """Draw one keyframe per panel of a shot list into folder ``out``; see the module docstring.
 
@@ -404,10 +404,15 @@ def storyboard(
     list's ``models.keyframe``. ``reroll``: panel numbers to redraw with a new seed (``seed``, if
     given, for a single panel). ``lock``/``unlock``: numbers or ``"all"``. ``overwrite`` allows a
     folder that is not a storyboard yet to be written into. ``consistency`` conditions each
-    shot's panels on its first prompt panel, starting from ``noise_share`` (0-1) of its noise.
+    shot's panels on its first prompt panel, starting from ``noise_share`` (0-1) of its noise;
+    None for either takes the shot list's ``consistency:`` / ``noise_share:``.
     """
     if not isinstance(shots, ShotList):
         shots = load_shotlist(shots)
+    if consistency is None:
+        consistency = shots.consistency
+    if noise_share is None:
+        noise_share = shots.noise_share if consistency else 0.0
     folder = Path(out)
     if batch_size < 1:
         raise UserError(f"batch size: expected a whole number >= 1, got {batch_size}")
@@ -809,15 +814,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--consistency",
-        action="store_true",
-        help="keep each shot's look: its panels attend to the shot's first panel (no training)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep each shot's look: its panels attend to the shot's first panel (no training); "
+        "default: the shot list's 'consistency:'",
     )
     parser.add_argument(
         "--noise-share",
         type=float,
-        default=0.0,
+        default=None,
         metavar="M",
-        help="with --consistency, the share of the anchor's initial noise, 0-1 (0)",
+        help="with --consistency, the share of the anchor's initial noise, 0-1 (shot list's, or 0)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     parser.add_argument(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -156,6 +158,23 @@ def test_storyboard_draws_each_shot_with_its_first_panel(tmp_path):
     assert model.calls == [([4, 9], [0, 0])] and again.generated == (3,)
     with pytest.raises(UserError, match="--noise-share needs --consistency"):
         storyboard(shots, out, model, noise_share=0.5, verbose=False)
+
+
+def test_the_shot_list_can_ask_for_consistency(tmp_path):
+    from pipeline.cli import main
+    from pipeline.storyboard import storyboard
+
+    shots = tmp_path / "shots.yaml"
+    shots.write_text("consistency: true\nnoise_share: 0.25\n" + SHOTS, encoding="utf-8")
+    model = Recording()
+    board = storyboard(shots, tmp_path / "board", model, batch_size=2, verbose=False)
+    assert model.calls == [([3], None), ([4, 5], [0, 0])]
+    assert board.panels[2]["anchor"]["noise_share"] == 0.25
+    # The command line wins: --no-consistency draws every panel on its own.
+    argv = ["storyboard", str(shots), "--out", str(tmp_path / "off"), "--keyframe-model", "oracle"]
+    assert main([*argv, "--no-consistency", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "off" / "storyboard.json").read_text())
+    assert not any("anchor" in panel for panel in manifest["panels"])
 
 
 def test_storyboard_consistency_with_a_tiny_saved_model(tmp_path):

@@ -161,6 +161,23 @@ PANEL = "panels:\n  - prompt: a red circle\n"
 
 # (case id, shot list text, line, panel number or None, field, fragment of the message)
 MALFORMED = [
+    ("consistency not bool", PANEL + "consistency: yes please\n", 3, None, "consistency", "true"),
+    (
+        "noise share > 1",
+        "consistency: true\nnoise_share: 2\n" + PANEL,
+        2,
+        None,
+        "noise_share",
+        "0 to 1",
+    ),
+    (
+        "noise share alone",
+        "noise_share: 0.5\n" + PANEL,
+        1,
+        None,
+        "noise_share",
+        "consistency: true",
+    ),
     ("missing panels", "title: film\nfps: 24\n", 1, None, "panels", "missing"),
     ("empty panels", "fps: 24\npanels: []\n", 2, None, "panels", "at least one panel"),
     ("panels not a list", "panels:\n  prompt: x\n", 2, None, "panels", "expected a list"),

@@ -24,10 +24,12 @@ from torch import nn
 
 from interpolate.masks import check_weights, draw_mask
 from interpolate.temporal import VideoUNet
+from keyframe import latents as latent_cache
 from keyframe import pretrained
 from keyframe.autoencoder import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
+from keyframe.latents import latent_batch
 from keyframe.module import (
     adamw_with_warmup,
     check_sampling_options,
@@ -303,12 +305,11 @@ class InterpolateModule(L.LightningModule):
         )
 
     def masked_batch(
-        self, video: torch.Tensor, length: int, generator: torch.Generator | None = None
+        self, batch: dict, length: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents of the first `length` frames of each clip, reordered by a drawn mask, and the
-        masks (b, 1, length, 1, 1) float (1 = known)."""
-        with torch.no_grad():
-            latents = self.autoencoder.encode(video[:, :, :length])
+        """Latents of the first `length` frames of each clip (cached, or encoded from "video"),
+        reordered by a drawn mask, and the masks (b, 1, length, 1, 1) float (1 = known)."""
+        latents = latent_batch(batch, self.autoencoder, "video")[:, :, :length]
         orders, masks = [], []
         for _ in range(latents.shape[0]):
             known, order = draw_mask(length, generator, self.mask_weights)
@@ -335,11 +336,10 @@ class InterpolateModule(L.LightningModule):
         return torch.as_tensor(fps, dtype=torch.float32, device=self.device).reshape(n)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        video = batch["video"]
-        frames = video.shape[2]
+        frames = (batch["latent"] if "latent" in batch else batch["video"]).shape[2]
         low = min(self.hparams.min_frames, frames)
         length = int(torch.randint(low, frames + 1, ()))
-        latents, mask = self.masked_batch(video, length)
+        latents, mask = self.masked_batch(batch, length)
         n = latents.shape[0]
         cond = {}
         if self.text is not None:
@@ -361,6 +361,9 @@ class InterpolateModule(L.LightningModule):
         weight = 1.0 - self.ema_decay_at(self.global_step)
         lerp_ema(((self.ema_net, self.denoiser.net), (self.ema_text, self.text)), weight)
 
+    def on_fit_start(self) -> None:
+        latent_cache.prepare(self, self.trainer.datamodule)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step != self._ema_step:  # once per optimizer step
             self._ema_step = self.global_step
@@ -370,9 +373,8 @@ class InterpolateModule(L.LightningModule):
         checkpoint["autoencoder_config"] = autoencoder_record(self.autoencoder)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        video = batch["video"]
         generator = torch.Generator().manual_seed(VAL_SEED + batch_idx)
-        latents, mask = self.masked_batch(video, video.shape[2], generator)
+        latents, mask = self.masked_batch(batch, batch["video"].shape[2], generator)
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         cond = self.encode_text(batch["caption"], ema=True) if self.text is not None else {}

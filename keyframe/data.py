@@ -420,13 +420,19 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict:
-        record, draws = self.records[index], _Draws(self.seed, index)
-        frames = record["frames"]
+    def window(self, index: int) -> tuple[int, int]:
+        """The (start, stride) of item `index`: drawn afresh, or fixed per index with a seed."""
+        frames, draws = self.records[index]["frames"], _Draws(self.seed, index)
         fits = [s for s in self.strides if (self.num_frames - 1) * s + 1 <= frames]
         stride = fits[draws.integer(len(fits))]
         last_start = frames - ((self.num_frames - 1) * stride + 1)
         start = draws.integer(last_start + 1) if self.random_start else 0
+        return start, stride
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        frames = record["frames"]
+        start, stride = self.window(index)
         video = read_video(record["path"], start=start, count=self.num_frames, stride=stride)
         if len(video) < self.num_frames:
             raise UserError(
@@ -488,6 +494,7 @@ class ImageDataModule(LightningDataModule):
         seed: int = 0,
         flip: bool = False,
         mode: str = "crop",
+        latents: str | None = None,
     ):
         super().__init__()
         self.data, self.size, self.batch_size, self.num_workers = (
@@ -497,8 +504,34 @@ class ImageDataModule(LightningDataModule):
             num_workers,
         )
         self.val_fraction, self.seed, self.flip, self.mode = val_fraction, seed, flip, mode
+        self.latents = latents
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+
+    def use_latents(self, ae, build: bool = True, barrier=lambda: None) -> None:
+        """Train on latents cached at `self.latents` (see keyframe.latents), built if `build`
+        and missing or stale; `barrier` waits for the process that builds it."""
+        from keyframe import latents as cache
+
+        self.setup()
+        records = self.train_set.records
+        videos = [r["path"] for r in records if r["kind"] != "image"]
+        if videos:
+            raise UserError(
+                f"data.latents: caching needs still images, but {videos[0]} is a video "
+                "(a random frame is drawn from it each time); drop data.latents"
+            )
+        identity = cache.cache_identity(ae, records, size=self.size, mode=self.mode, flip=self.flip)
+        if build:
+            device = next(iter(ae.parameters()), torch.empty(0)).device
+            images = ImageCaptionDataset(records, self.size, mode=self.mode)
+            cache.ensure_cache(
+                self.latents, identity,
+                lambda: cache.encode_images(ae, images, self.flip, self.batch_size, device),
+            )  # fmt: skip
+        barrier()
+        captions = [r["caption"] for r in records]
+        self.train_set = cache.CachedImageDataset(self.latents, captions, self.flip, seed=None)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -529,13 +562,32 @@ class ClipDataModule(LightningDataModule):
         val_fraction: float = 0.05,
         seed: int = 0,
         mode: str = "crop",
+        latents: str | None = None,
     ):
         super().__init__()
         self.data, self.num_frames, self.size, self.strides = data, num_frames, size, tuple(strides)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_fraction, self.seed, self.mode = val_fraction, seed, mode
+        self.latents = latents
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+
+    def use_latents(self, ae, build: bool = True, barrier=lambda: None) -> None:
+        """Train on every clip frame's latents cached at `self.latents` (see keyframe.latents),
+        built if `build` and missing or stale; windows are cut from them as from the videos."""
+        from keyframe import latents as cache
+
+        self.setup()
+        clips = self.train_set
+        identity = cache.cache_identity(ae, clips.records, size=self.size, mode=self.mode)
+        if build:
+            device = next(iter(ae.parameters()), torch.empty(0)).device
+            cache.ensure_cache(
+                self.latents, identity,
+                lambda: cache.encode_clips(ae, clips.records, self.size, self.mode, device),
+            )  # fmt: skip
+        barrier()
+        self.train_set = cache.CachedClipDataset(self.latents, clips)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

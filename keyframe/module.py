@@ -21,11 +21,13 @@ import lightning as L
 import torch
 from torch import nn
 
+from keyframe import latents as latent_cache
 from keyframe.autoencoder import Autoencoder, autoencoder_record, load_autoencoder
 from keyframe.consistency import anchor_list, anchored_attention, share_noise
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
+from keyframe.latents import latent_batch
 from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser, randn
 from keyframe.sampling import sample as run_sampler
 from keyframe.text import TextEncoder
@@ -272,8 +274,7 @@ class KeyframeModule(L.LightningModule):
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        with torch.no_grad():
-            latents = self.autoencoder.encode(batch["image"])
+        latents = latent_batch(batch, self.autoencoder, "image")
         prompts = drop_conditioning(list(batch["caption"]), self.hparams.cond_drop_rate)
         cond = self.encode_text(prompts)
         sigma = sample_training_sigmas(
@@ -297,6 +298,7 @@ class KeyframeModule(L.LightningModule):
     def on_fit_start(self) -> None:
         # The frozen autoencoder and the EMA copies are in eval mode on purpose.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        latent_cache.prepare(self, self.trainer.datamodule)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         # Right after each optimizer step (so also under gradient accumulation), before any

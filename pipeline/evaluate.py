@@ -354,11 +354,17 @@ def eval_autoencoder(ae, stills: list[tuple[str, Scene]], clips: Sequence[Clip],
 
 
 def keyframe_model(
-    name: str, steps: int | None = None, size: int = 64, device: str = "cpu"
+    name: str,
+    steps: int | None = None,
+    size: int = 64,
+    device: str = "cpu",
+    sampler: str | None = None,
+    module=None,
 ) -> Generate:
     """The generator called `name`: "oracle" (the renderer, at `size`) or a trained keyframe
     model (a shipped name, a folder from save_pretrained, or a .ckpt), which samples at its own
-    size with one CPU generator per image, seeded by the image's seed."""
+    size with one CPU generator per image, seeded by the image's seed (`module`: that model,
+    already loaded)."""
     if name == "oracle":
         return baselines.oracle_keyframe(size)
     import torch
@@ -366,11 +372,11 @@ def keyframe_model(
     from keyframe.pretrained import from_pretrained
     from pipeline.io import to_uint8_rgb
 
-    module = from_pretrained(name, device=device)
+    module = from_pretrained(name, device=device) if module is None else module
 
     def generate(prompts: list[str], seeds: list[int]) -> np.ndarray:
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        images = module.sample(prompts, steps=steps, generator=generators)
+        images = module.sample(prompts, steps=steps, sampler=sampler, generator=generators)
         return np.stack([to_uint8_rgb(image) for image in images])
 
     return generate
@@ -423,6 +429,28 @@ def _gap_list(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(gaps)))
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 5,10,20, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers of at least 1, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    from keyframe.sampling import SAMPLERS
+
+    names = tuple(part.strip() for part in text.split(","))
+    unknown = [n for n in names if n not in SAMPLERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown sampler {unknown[0]!r}; expected {', '.join(sorted(SAMPLERS))}"
+        )
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     key = stages.add_parser(
@@ -437,7 +465,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     key.add_argument("--n-single", type=int, default=300, metavar="N", help="one-object prompts")
     key.add_argument("--n-double", type=int, default=100, metavar="N", help="two-object prompts")
     key.add_argument("--seed", type=int, default=0, help="prompt set and sampling seed")
-    key.add_argument("--steps", type=int, default=None, help="sampling steps (model default)")
+    key.add_argument(
+        "--steps",
+        type=_int_list,
+        default=None,
+        help="sampling steps (model default); a list like 5,10,20,50 evaluates each",
+    )
+    key.add_argument(
+        "--sampler",
+        type=_name_list,
+        default=None,
+        help="sampler (model default); a list like euler,heun,dpmpp_2m evaluates each",
+    )
     key.add_argument("--batch-size", type=int, default=16, metavar="B")
     key.add_argument("--size", type=int, default=64, help="image size of the oracle")
     tween = stages.add_parser("tween", help="score in-betweens on fresh simulated clips")
@@ -496,13 +535,16 @@ def _fmt(value, spec: str) -> str:
 
 def _run_keyframe(args: argparse.Namespace) -> dict:
     _positive(args, "n-single", "n-double", least=0)
-    _positive(args, "batch-size", "steps")
+    _positive(args, "batch-size")
     _positive(args, "size", least=MIN_SIZE)
     if args.n_single + args.n_double == 0:
         raise UserError("--n-single and --n-double are both 0: nothing to evaluate")
     device = "cpu" if args.model in BUILTIN_KEYFRAME else resolve_device(args.device)
-    generate = keyframe_model(args.model, args.steps, args.size, device)
     prompts = keyframe_prompts(args.n_single, args.n_double, args.seed)
+    steps_list, samplers = args.steps or (None,), args.sampler or (None,)
+    if len(steps_list) * len(samplers) > 1:
+        return _sweep_keyframe(args, prompts, device, steps_list, samplers)
+    generate = keyframe_model(args.model, steps_list[0], args.size, device, samplers[0])
     result = eval_keyframe(generate, prompts, args.batch_size, args.seed, progress=True)
     print(f"keyframe eval of {args.model}: {result['prompts']} prompts, seed {args.seed}")
     for name in ("single", "double"):
@@ -511,8 +553,46 @@ def _run_keyframe(args: argparse.Namespace) -> dict:
     print(f"  fully correct, all    {result['correct']:7.1%}")
     for attribute, value in result["accuracy"].items():
         print(f"  {attribute:20s} {_fmt(value, '7.1%')}")
-    settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "steps", "size")}
+    settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "size")}
+    settings.update(steps=steps_list[0], sampler=samplers[0])
     return {"eval": "keyframe", "model": args.model, "settings": settings, **result}
+
+
+def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
+    """Quality against sampling cost: the same prompts and seeds for every (sampler, steps)."""
+    import time
+
+    from keyframe.pretrained import from_pretrained
+
+    if args.model in BUILTIN_KEYFRAME:
+        raise UserError(f"--steps/--sampler lists: {args.model} does not sample")
+    module = from_pretrained(args.model, device=device)
+    rows = []
+    for sampler in samplers:
+        for steps in steps_list:
+            generate = keyframe_model(args.model, steps, args.size, device, sampler, module)
+            start = time.perf_counter()
+            result = eval_keyframe(generate, prompts, args.batch_size, args.seed)
+            seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "sampler": sampler or module.hparams.sample_sampler,
+                    "steps": steps or module.hparams.sample_steps,
+                    "correct": result["correct"],
+                    "single": result["single"]["correct"],
+                    "double": result["double"]["correct"],
+                    "seconds_per_image": seconds / len(prompts),
+                }
+            )
+            row = rows[-1]
+            print(
+                f"  {row['sampler']:16s} {row['steps']:4d} steps  correct {row['correct']:6.1%}"
+                f"  single {_fmt(row['single'], '6.1%')}  double {_fmt(row['double'], '6.1%')}"
+                f"  {row['seconds_per_image']:.3f} s/image",
+                flush=True,
+            )
+    settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "size")}
+    return {"eval": "keyframe-sweep", "model": args.model, "settings": settings, "sweep": rows}
 
 
 def _run_tween(args: argparse.Namespace) -> dict:

@@ -310,6 +310,19 @@ def test_eval_keyframe_runs_a_trained_model(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["prompts"] == 3 and 0.0 <= report["correct"] <= 1.0
     assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values())
+    assert report["settings"]["steps"] is None and report["settings"]["sampler"] is None
+
+    # A sweep: every sampler at every step count, on the same prompts and seeds.
+    sweep = tmp_path / "sweep.json"
+    argv += ["--device", "cpu", "--steps", "1,2", "--sampler", "euler,heun", "--out", str(sweep)]
+    assert main(argv) == 0
+    rows = json.loads(sweep.read_text())["sweep"]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [
+        ("euler", 1), ("euler", 2), ("heun", 1), ("heun", 2)
+    ]  # fmt: skip
+    assert all(r["seconds_per_image"] > 0 and 0 <= r["correct"] <= 1 for r in rows)
+    assert main([*argv[:-2], "--sampler", "nope"]) == 2
+    assert "unknown sampler 'nope'" in last_error_line(capsys)
 
 
 def test_eval_tween_runs_a_trained_model(tmp_path, capsys):

@@ -313,17 +313,32 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean**2 + logvar.exp() - 1.0 - logvar).mean()
 
 
+def sobel(x: torch.Tensor) -> torch.Tensor:
+    """Sobel x and y gradients of each channel: (b, 2c, h, w)."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+    c = x.shape[1]
+    kernel = torch.stack([kx, kx.t()])[:, None].to(x).repeat(c, 1, 1, 1)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+
+
 def sobel_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 between Sobel image gradients: keeps flat-colour edges sharp with no pretrained net."""
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
-    kernel = torch.stack([kx, kx.t()])[:, None].to(pred)
-    c = pred.shape[1]
-    kernel = kernel.repeat(c, 1, 1, 1)
+    return (sobel(pred) - sobel(target)).abs().mean()
 
-    def grad(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
 
-    return (grad(pred) - grad(target)).abs().mean()
+def edge_weighted_l1(pred: torch.Tensor, target: torch.Tensor, strength: float) -> torch.Tensor:
+    """L1 with pixels near the target's edges weighted up to 1 + strength (normalised per image,
+    mean weight 1): outlines of small objects, which decide their shape, count as much as the
+    large flat areas around them."""
+    if strength <= 0:
+        return (pred - target).abs().mean()
+    with torch.no_grad():
+        edges = sobel(target).abs().sum(1, keepdim=True)
+        edges = F.max_pool2d(edges, 3, stride=1, padding=1)
+        edges = edges / edges.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+        weight = 1 + strength * edges
+        weight = weight / weight.mean(dim=(2, 3), keepdim=True)
+    return (weight * (pred - target).abs()).mean()
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -517,8 +532,9 @@ class PatchDiscriminator(nn.Module):
 
 
 class AutoencoderModule(L.LightningModule):
-    """Trains a FrameAutoencoder on `batch["image"]`: L1 + Sobel-gradient L1 + KL, optionally a
-    hinge PatchGAN loss with LDM's adaptive weight after `disc_start` steps. The latent scale is
+    """Trains a FrameAutoencoder on `batch["image"]`: L1 (edge-weighted with `edge_weight`) +
+    Sobel-gradient L1 + KL, optionally a hinge PatchGAN loss with LDM's adaptive weight after
+    `disc_start` steps. The latent scale is
     measured on the validation set each validation epoch and on `scale_batches` training batches
     when fitting ends, so checkpoints and exports carry it.
 
@@ -540,6 +556,7 @@ class AutoencoderModule(L.LightningModule):
         weight_decay: float = 0.0,
         kl_weight: float = 1e-6,
         gradient_weight: float = 1.0,
+        edge_weight: float = 0.0,
         sample_posterior: bool = True,
         disc_weight: float = 0.0,
         disc_start: int = 0,
@@ -600,7 +617,8 @@ class AutoencoderModule(L.LightningModule):
         l1 = (rec - x).abs().mean()
         grad = sobel_l1(rec, x)
         kl = kl_divergence(mean, logvar)
-        rec_loss = l1 + hp.gradient_weight * grad
+        pixel = edge_weighted_l1(rec, x, hp.edge_weight) if hp.edge_weight else l1
+        rec_loss = pixel + hp.gradient_weight * grad
         return {
             "l1": l1,
             "grad": grad,

@@ -262,3 +262,18 @@ def test_freeze_encoder_trains_the_decoder_only_and_keeps_the_latent_space(tmp_p
     save_autoencoder(FrameAutoencoder(base_channels=16, channel_mult=(1, 2)), other)
     with pytest.raises(UserError, match="init_from.*architecture"):
         AutoencoderModule(**args, init_from=str(other))
+
+
+def test_edge_weighted_l1_counts_errors_on_outlines_more():
+    from keyframe.autoencoder import edge_weighted_l1
+
+    target = -torch.ones(1, 3, 16, 16)
+    target[..., 6:10, 6:10] = 1.0  # a small square
+    on_edge, far = target.clone(), target.clone()
+    on_edge[..., 6, 6] = -1.0  # a corner rounded off
+    far[..., 0, 0] = 1.0  # the same error in the flat background
+    plain = [(p - target).abs().mean() for p in (on_edge, far)]
+    assert plain[0] == plain[1]
+    weighted = [edge_weighted_l1(p, target, 10.0) for p in (on_edge, far)]
+    assert weighted[0] > 3 * weighted[1]
+    assert edge_weighted_l1(far, target, 0.0) == plain[1]

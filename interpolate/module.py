@@ -498,15 +498,20 @@ class InterpolateModule(L.LightningModule):
     # ---- saving and loading -------------------------------------------------------------------
 
     def save_pretrained(
-        self, directory: str | os.PathLike, fp16: bool = True, overwrite: bool = False
+        self,
+        directory: str | os.PathLike,
+        fp16: bool = True,
+        overwrite: bool = False,
+        shared_autoencoder: str | None = None,
     ) -> Path:
         """Write the sampling weights and config in the keyframe stage's layout (see
         keyframe/pretrained.py): `model.safetensors` (EMA network as `net.*`, text tower as
-        `text.*`, autoencoder as `autoencoder.*`; fp16 if asked) and `config.json`, atomically."""
+        `text.*`, autoencoder as `autoencoder.*` unless `shared_autoencoder` names the shipped
+        keyframe model it comes from; fp16 if asked) and `config.json`, atomically."""
         names = inspect.signature(InterpolateModule).parameters
         hparams = {k: v for k, v in self.hparams.items() if k in names}
         return pretrained.write_pretrained(
-            directory, self, "InterpolateModule", hparams, fp16, overwrite
+            directory, self, "InterpolateModule", hparams, fp16, overwrite, shared_autoencoder
         )
 
     @classmethod

@@ -417,6 +417,8 @@ def build_autoencoder(record: Any, where: Path) -> Autoencoder:
     file it came from in errors."""
     try:
         kind, config = record["kind"], dict(record["config"])
+        if kind == "shipped":
+            return _shipped_copy(record["name"], config, where)
         if kind == "identity":
             return IdentityAutoencoder(**config)
         if kind == "kl":
@@ -424,6 +426,20 @@ def build_autoencoder(record: Any, where: Path) -> Autoencoder:
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{where}: bad autoencoder config ({err})") from None
     raise UserError(f"{where}: unknown autoencoder kind {kind!r} (expected kl or identity)")
+
+
+def _shipped_copy(name: str, config: dict, where: Path) -> Autoencoder:
+    """The autoencoder shipped as `name` (inside that keyframe model), weights loaded; it must be
+    the one the model was trained with (same architecture and latent scale)."""
+    from keyframe.pretrained import shipped_autoencoder
+
+    ae = shipped_autoencoder(name)
+    if ae.config() != config:
+        raise UserError(
+            f"{where}: uses the shipped autoencoder {name!r}, but that one has config "
+            f"{ae.config()}, not {config} (the shipped models are out of step; reinstall)"
+        )
+    return ae
 
 
 def save_autoencoder(

@@ -57,10 +57,14 @@ def save_pretrained(
     directory: str | os.PathLike,
     fp16: bool = True,
     overwrite: bool = False,
+    shared_autoencoder: str | None = None,
 ) -> Path:
     """Write `directory/model.safetensors` (sampling weights, fp16 if asked; the latent scale
-    and shift stay float32) and `directory/config.json`, each atomically. Returns the directory."""
-    return write_pretrained(directory, module, "KeyframeModule", module.hparams, fp16, overwrite)
+    and shift stay float32) and `directory/config.json`, each atomically. Returns the directory.
+    `shared_autoencoder`: see `write_pretrained`."""
+    return write_pretrained(
+        directory, module, "KeyframeModule", module.hparams, fp16, overwrite, shared_autoencoder
+    )
 
 
 def write_pretrained(
@@ -70,10 +74,14 @@ def write_pretrained(
     hparams: Mapping[str, Any],
     fp16: bool = True,
     overwrite: bool = False,
+    shared_autoencoder: str | None = None,
 ) -> Path:
     """Write a stage module (`model` names its class) as a pretrained folder: its sampling
     weights (see `sampling_state_dict`) and a config.json of `hparams` and its autoencoder's
-    architecture. Refuses to replace existing files unless `overwrite`. Returns the directory."""
+    architecture. Refuses to replace existing files unless `overwrite`. Returns the directory.
+
+    `shared_autoencoder` names a shipped keyframe model whose autoencoder equals this module's
+    (checked): its weights are then left out and loaded from there, so they ship once."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -91,17 +99,37 @@ def write_pretrained(
         if fp16 and value.is_floating_point() and key not in _FLOAT32_KEYS:
             value = value.half()
         state[key] = value.contiguous().clone()  # no shared storage: safetensors refuses it
+    ae_record = autoencoder_record(module.autoencoder)
+    if shared_autoencoder is not None:
+        _check_same_autoencoder(module.autoencoder, shared_autoencoder)
+        state = {k: v for k, v in state.items() if not k.startswith("autoencoder.")}
+        ae_record = {"kind": "shipped", "name": shared_autoencoder, "config": ae_record["config"]}
     config = {
         "format_version": FORMAT_VERSION,
         "model": model,
         "hyperparameters": json.loads(json.dumps(dict(hparams))),  # tuples become lists
-        "autoencoder": autoencoder_record(module.autoencoder),
+        "autoencoder": ae_record,
         "dtype": "float16" if fp16 else "float32",
     }
     atomic_write(targets[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2) + "\n"
     atomic_write(targets[1], lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return directory
+
+
+def _check_same_autoencoder(ae: Autoencoder, name: str) -> None:
+    """`ae` must equal the shipped autoencoder `name` (to fp16 precision, as shipped)."""
+    shipped = shipped_autoencoder(name)
+    theirs = shipped.state_dict()
+    if shipped.config() != ae.config() or any(
+        not torch.equal(value.detach().cpu().half().float(), theirs[key].half().float())
+        for key, value in ae.state_dict().items()
+        if key not in ("latent_scale", "latent_shift")
+    ):
+        raise UserError(
+            f"shared autoencoder {name!r}: the shipped one differs from this model's; export "
+            "the keyframe model with the same autoencoder first"
+        )
 
 
 def shipped_models(shipped_dir: Path | None = None) -> list[str]:
@@ -251,6 +279,8 @@ def load_pretrained(
         raise UserError(f"{path}: expected a model folder or a .ckpt file")
     module = build_module(cls, hparams, ae_record, path, **overrides)
     parts = {"net": module.denoiser.net, "text": module.text, "autoencoder": module.autoencoder}
+    if isinstance(ae_record, Mapping) and ae_record.get("kind") == "shipped":
+        del parts["autoencoder"]  # loaded with its weights from the shipped keyframe model
     load_weights(parts, weights, path)
     # Inference only; frozen weights also take the same attention kernels as the EMA copies a
     # training module samples with, so a checkpoint and its export draw identical images.

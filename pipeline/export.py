@@ -45,13 +45,15 @@ def export(
     autoencoder: str | Path | None = None,
     fp16: bool = True,
     overwrite: bool = False,
+    share_autoencoder: str | None = None,
 ) -> Path:
-    """Write the inference folder of a `stage` checkpoint to `out`; returns `out`."""
+    """Write the inference folder of a `stage` checkpoint to `out`; returns `out`.
+    `share_autoencoder`: leave the autoencoder out, loading it from that shipped keyframe model."""
     if stage not in STAGES:
         raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
     if stage == "autoencoder":
-        if autoencoder is not None:
-            raise UserError("--autoencoder: only for keyframe and interpolate exports")
+        if autoencoder is not None or share_autoencoder is not None:
+            raise UserError("--autoencoder/--share-autoencoder: for keyframe and interpolate")
         return save_autoencoder(load_autoencoder(checkpoint), out, fp16=fp16, overwrite=overwrite)
     if stage == "keyframe":
         from keyframe.pretrained import from_pretrained, save_pretrained
@@ -65,7 +67,7 @@ def export(
         write = InterpolateModule.save_pretrained
     if autoencoder is not None:
         swap_decoder(module, load_autoencoder(autoencoder), str(autoencoder))
-    return write(module, out, fp16=fp16, overwrite=overwrite)
+    return write(module, out, fp16=fp16, overwrite=overwrite, shared_autoencoder=share_autoencoder)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,14 +77,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--autoencoder", help="a decoder fine-tuned on the model's frozen encoder (.ckpt or folder)"
     )
+    parser.add_argument(
+        "--share-autoencoder",
+        metavar="NAME",
+        help="leave the autoencoder out: it is the one inside shipped keyframe model NAME",
+    )
     parser.add_argument("--fp32", action="store_true", help="keep float32 weights (default fp16)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
 
 
 def run(args: argparse.Namespace) -> int:
     out = export(
-        args.stage, args.checkpoint, args.out, args.autoencoder, not args.fp32, args.overwrite
-    )
+        args.stage, args.checkpoint, args.out, args.autoencoder, not args.fp32, args.overwrite,
+        args.share_autoencoder,
+    )  # fmt: skip
     size = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file())
     print(f"exported {args.stage} {args.checkpoint} -> {out} ({size / 2**20:.1f} MiB)")
     return 0

@@ -82,3 +82,28 @@ def test_autoencoder_export_and_lookup_by_shipped_name(checkpoint, tmp_path, mon
     # An autoencoder checkpoint exports to the autoencoder folder layout.
     out = export("autoencoder", tmp_path / "ae", tmp_path / "ae16")
     assert (out / "autoencoder.safetensors").is_file()
+
+
+def test_a_shared_autoencoder_ships_once(checkpoint, tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    ckpt, module = checkpoint
+    shipped = tmp_path / "weights"
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", shipped)
+    argv = ["export", "keyframe", str(ckpt), "--out", str(tmp_path / "lean")]
+    assert main([*argv, "--share-autoencoder", "toy"]) == 2  # nothing shipped as toy yet
+    assert "not a shipped model name" in capsys.readouterr().err
+    save_pretrained(module, shipped / "toy")
+    assert main([*argv, "--share-autoencoder", "toy"]) == 0
+    weights = load_file(tmp_path / "lean" / "model.safetensors")
+    assert weights and not any(k.startswith("autoencoder.") for k in weights)
+    lean = from_pretrained(tmp_path / "lean")
+    torch.testing.assert_close(
+        lean.sample(PROMPTS[:1], seed=3), module.sample(PROMPTS[:1], seed=3), atol=0.05, rtol=0
+    )
+    # A model whose autoencoder is not the shipped one may not leave its own out.
+    other = randomised(
+        tiny_module(autoencoder=str(save_autoencoder(_autoencoder(1), tmp_path / "o")))
+    )
+    with pytest.raises(UserError, match="shipped one differs"):
+        save_pretrained(other, tmp_path / "bad", shared_autoencoder="toy")

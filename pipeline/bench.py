@@ -827,6 +827,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile", action="store_true", help="also time torch.compile'd U-Nets (slow to compile)"
     )
     parser.add_argument("--no-train", action="store_true", help="skip the training-step rows")
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="instead: time the user-facing jobs (storyboard, tween, the README's main job) end "
+        "to end with trained models, as fresh `animatic` processes; medians of --repeats",
+    )
+    parser.add_argument("--keyframe-model", default="shapes", help="with --pipeline (shapes)")
+    parser.add_argument("--tween-model", default="shapes", help="with --pipeline (shapes)")
+    parser.add_argument("--repeats", type=_positive, default=3, help="with --pipeline (3)")
     parser.add_argument("--out", type=Path, default=None, metavar="JSON", help="write all results")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
@@ -1081,8 +1090,19 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f} s] {line}", flush=True)
 
-    report = run_bench(args, log)
-    print(format_report(report))
+    if args.pipeline:
+        from pipeline.bench_pipeline import bench_pipeline
+
+        rows = bench_pipeline(
+            args.keyframe_model, args.tween_model, args.repeats, args.threads, log
+        )
+        report = {"machine": _machine(args.threads), "pipeline": rows}
+        for row in rows:
+            runs = ", ".join(f"{s:.1f}" for s in row["runs_s"])
+            print(f"  {row['what']:70s} median {row['median_s']:6.1f} s  ({runs})")
+    else:
+        report = run_bench(args, log)
+        print(format_report(report))
     if args.out is not None:
         text = json.dumps({**report, "provenance": provenance()}, indent=2)
         with atomic_path(args.out) as tmp:

@@ -207,3 +207,34 @@ def test_op_categories():
     assert bench.op_category("aten::native_group_norm") == "norm"
     assert bench.op_category("aten::copy_") == "copy/layout"
     assert bench.op_category("aten::silu") == "elementwise/other"
+
+
+def test_pipeline_bench_times_the_user_jobs_with_given_models(tmp_path, capsys):
+    from interpolate.module import InterpolateModule
+    from keyframe.module import KeyframeModule
+    from keyframe.pretrained import save_pretrained
+
+    torch.manual_seed(0)
+    keyframe = KeyframeModule(
+        image_size=16, model_channels=8, channel_mult=[1, 2], num_res_blocks=1,
+        attention_levels=[1], num_heads=2, text_width=32, text_layers=1, text_heads=2,
+        text_context_length=32, text_vocab_size=512, sample_steps=1,
+    )  # fmt: skip
+    tween = InterpolateModule(
+        image_size=16, num_frames=8, model_channels=8, channel_mult=[1, 2], num_res_blocks=1,
+        attention_levels=[1], num_heads=2, temporal_heads=2, ema_decay=0.0, sample_steps=1,
+    )  # fmt: skip
+    save_pretrained(keyframe, tmp_path / "kf")
+    tween.save_pretrained(tmp_path / "tw")
+    out = tmp_path / "pipeline.json"
+    argv = ["bench", "--pipeline", "--keyframe-model", str(tmp_path / "kf"), "--tween-model"]
+    assert main([*argv, str(tmp_path / "tw"), "--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["pipeline"]
+    assert [r["what"].split(",")[0].split(":")[0] for r in rows] == [
+        "storyboard", "tween", "README main job"
+    ]  # fmt: skip
+    assert all(r["median_s"] > 0 and len(r["runs_s"]) == 1 for r in rows)
+    # A job that fails names the command and its error.
+    assert main([*argv, str(tmp_path / "missing"), "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "animatic tween" in err and "missing" in err

@@ -94,7 +94,9 @@ class InterpolateModule(L.LightningModule):
     """Frame-conditioned video diffusion (EDM) in the latent space of a frozen frame autoencoder.
 
     U-Net arguments match KeyframeModule's, so a keyframe model's weights load via `init_from`
-    (a keyframe .ckpt, or a folder / .safetensors file of its weights). Temporal layers:
+    (a keyframe .ckpt, or a folder / .safetensors file of its weights; an interpolation .ckpt
+    continues from all its live weights). `new_layers_lr` trains the layers a keyframe model
+    lacks (temporal, fps, input conv) at their own learning rate. Temporal layers:
     `temporal_attention` (conv only when False), `temporal_heads`, `max_relative_distance`.
     `text_conditioning` adds a text tower (as the keyframe stage's; prompts dropped to "" at
     `cond_drop_rate`); `fps_conditioning` embeds the clip's frame rate. `mask_weights` sets the
@@ -135,6 +137,7 @@ class InterpolateModule(L.LightningModule):
         p_mean: float = -1.2,
         p_std: float = 1.2,
         lr: float = 1e-4,
+        new_layers_lr: float | None = None,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         ema_decay: float = 0.999,
@@ -236,6 +239,8 @@ class InterpolateModule(L.LightningModule):
         input channels may be missing: the input conv's pretrained weights go to the noisy-latent
         channels and the known-latent and mask channels start at zero. Returns what was missing."""
         state = _read_state(path)
+        if "denoiser.net.unet.conv_in.weight" in state and any("temporal" in k for k in state):
+            return self._load_interpolation_weights(state, path)
         prefix = _find_prefix(state, ("conv_in.weight", "time_embed.0.weight", "conv_out.weight"))
         if prefix is None:
             raise UserError(f"model.init_from: {path}: no keyframe U-Net weights found")
@@ -290,6 +295,24 @@ class InterpolateModule(L.LightningModule):
         self._make_ema()
         return {"missing": result.missing_keys}
 
+    def _load_interpolation_weights(self, state: dict, path: str) -> dict[str, list[str]]:
+        """Fine-tuning: every weight from an InterpolateModule checkpoint (its live weights, not
+        the lagging EMA), so a run can continue with other settings (lr, mask mix, noise)."""
+        parts = {"denoiser.net.": self.denoiser.net, "text.": self.text}
+        for prefix, target in parts.items():
+            if target is None:
+                continue
+            weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                target.load_state_dict(weights)
+            except RuntimeError as err:
+                detail = " ".join(str(err).split())[:200]
+                raise UserError(
+                    f"model.init_from: {path}: interpolation weights do not fit ({detail})"
+                ) from None
+        self._make_ema()
+        return {"missing": []}
+
     def setup(self, stage: str) -> None:
         # Before Lightning restores a resumed checkpoint, which then replaces these weights.
         if stage == "fit" and not self._initialised:
@@ -298,10 +321,26 @@ class InterpolateModule(L.LightningModule):
 
     # ---- training -----------------------------------------------------------------------------
 
+    def new_layer(self, name: str) -> bool:
+        """Parameters a keyframe model does not provide: temporal layers, the fps embedding and
+        the input conv (which gains the known-latent and mask channels)."""
+        return "temporal" in name or name.startswith("fps_embed.") or "unet.conv_in." in name
+
     def configure_optimizers(self):
         hp = self.hparams
+        params = self.trainable_parameters()
+        if hp.new_layers_lr is None:
+            return adamw_with_warmup(params, hp.lr, hp.weight_decay, hp.warmup_steps)
+        wanted = {id(p) for p in params}
+        new = [
+            p
+            for n, p in self.denoiser.net.named_parameters()
+            if id(p) in wanted and self.new_layer(n)
+        ]
+        new_ids = {id(p) for p in new}
+        rest = [p for p in params if id(p) not in new_ids]
         return adamw_with_warmup(
-            self.trainable_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps
+            rest, hp.lr, hp.weight_decay, hp.warmup_steps, extra=[(new, hp.new_layers_lr)]
         )
 
     def masked_batch(

@@ -96,14 +96,23 @@ def check_training_options(cond_drop_rate: float, ema_decay: float) -> None:
 
 
 def adamw_with_warmup(
-    params: Sequence[nn.Parameter], lr: float, weight_decay: float, warmup_steps: int
+    params: Sequence[nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    extra: Sequence[tuple[Sequence[nn.Parameter], float]] = (),
 ) -> dict[str, Any]:
     """Lightning's optimizer config: AdamW (no weight decay on norms and biases) with a linear
-    learning-rate warm-up over `warmup_steps`, stepped every optimizer step."""
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # norms, biases
-    ]
+    learning-rate warm-up over `warmup_steps`, stepped every optimizer step. `extra`: more
+    (parameters, lr) sets with their own learning rate."""
+    groups = []
+    for group, group_lr in [(params, lr), *extra]:
+        groups += [
+            {"params": [p for p in group if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in group if p.ndim < 2], "weight_decay": 0.0},  # norms, biases
+        ]
+        groups[-2]["lr"] = groups[-1]["lr"] = group_lr
+    groups = [g for g in groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
     warmup = max(int(warmup_steps), 0)
     schedule = torch.optim.lr_scheduler.LambdaLR(

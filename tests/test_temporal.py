@@ -266,3 +266,28 @@ def test_init_from_a_keyframe_pretrained_folder(keyframe_ckpt, tmp_path):
     torch.testing.assert_close(
         model.denoiser.net.unet.conv_out.weight, keyframe.ema_net.conv_out.weight
     )
+
+
+def test_init_from_an_interpolation_checkpoint_continues_from_its_live_weights(tmp_path):
+    torch.manual_seed(3)
+    source = _video_module()
+    for p in source.parameters():
+        if p.is_floating_point():
+            p.data.normal_(0, 0.1)
+    path = tmp_path / "interpolate.ckpt"
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams)}, path)
+    model = _video_module(init_from=str(path), new_layers_lr=1e-2, lr=1e-4)
+    model.setup("fit")
+    for (name, a), b in zip(
+        model.denoiser.net.named_parameters(), source.denoiser.net.parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert torch.equal(model.ema_net.unet.conv_out.weight, source.denoiser.net.unet.conv_out.weight)
+
+    # The layers a keyframe model lacks train at new_layers_lr, the rest at lr.
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for name, p in model.denoiser.net.named_parameters():
+        new = "temporal" in name or name.startswith(("fps_embed.", "unet.conv_in."))
+        assert lr_of[id(p)] == (1e-2 if new else 1e-4), name
+    assert any("temporal" in n for n, _ in model.denoiser.net.named_parameters())

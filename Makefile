@@ -13,12 +13,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Until the shapes models ship: the panels come from the oracle (the renderer reading each prompt)
-# and the in-betweens from the optical-flow baseline.
+# The main job: the example shot list's storyboard and its film, with the shipped `shapes` models.
 demo: $(STAMP)
-	$(VENV)/bin/animatic dataset shapes --out demo/shapes --clips 64 --size 64 --frames 24 --seed 0
-	$(VENV)/bin/animatic storyboard examples/shapes_film.yaml --out demo/board --keyframe-model oracle
-	$(VENV)/bin/animatic render demo/board --out demo/film.mp4 --tween-model flow --overwrite
+	$(VENV)/bin/animatic storyboard examples/shapes_film.yaml --out demo/board
+	$(VENV)/bin/animatic render demo/board --out demo/film.mp4 --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -581,6 +581,7 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
                     "correct": result["correct"],
                     "single": result["single"]["correct"],
                     "double": result["double"]["correct"],
+                    "accuracy": result["accuracy"],
                     "seconds_per_image": seconds / len(prompts),
                 }
             )
@@ -588,6 +589,8 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
             print(
                 f"  {row['sampler']:16s} {row['steps']:4d} steps  correct {row['correct']:6.1%}"
                 f"  single {_fmt(row['single'], '6.1%')}  double {_fmt(row['double'], '6.1%')}"
+                f"  colour {_fmt(row['accuracy']['colour'], '6.1%')}"
+                f"  shape {_fmt(row['accuracy']['shape'], '6.1%')}"
                 f"  {row['seconds_per_image']:.3f} s/image",
                 flush=True,
             )

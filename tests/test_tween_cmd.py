@@ -156,11 +156,11 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, keys, tmp_path, capsys, arg
     assert not (tmp_path / "out").exists()
 
 
-def test_no_model_says_none_is_shipped_yet(keys, tmp_path, capsys):
+def test_an_unknown_model_name_lists_the_shipped_ones(keys, tmp_path, capsys):
     folder, _ = keys
-    assert main(["tween", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert main(["tween", str(folder), "--out", str(tmp_path / "o"), "--model", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "model 'shapes': no such file or folder" in err and "none are shipped yet" in err
+    assert "model 'nope': no such file or folder" in err and "(available: shapes)" in err
 
 
 def test_letterbox_round_trip_and_positions():

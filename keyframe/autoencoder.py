@@ -428,6 +428,23 @@ def build_autoencoder(record: Any, where: Path) -> Autoencoder:
     raise UserError(f"{where}: unknown autoencoder kind {kind!r} (expected kl or identity)")
 
 
+def first_different_weight(
+    a: torch.nn.Module, b: torch.nn.Module, prefix: str = "", fp16: bool = False
+) -> str | None:
+    """The first weight of `a` under `prefix` (latent scale and shift left out) that is not
+    equal to `b`'s, compared after rounding to fp16 if `fp16` (as shipped); None if all are."""
+    theirs = b.state_dict()
+    for key, value in a.state_dict().items():
+        if not key.startswith(prefix) or key in ("latent_scale", "latent_shift"):
+            continue
+        mine, other = value.detach().cpu(), theirs[key].detach().cpu().to(value.dtype)
+        if fp16:
+            mine, other = mine.half().float(), other.half().float()
+        if not torch.equal(mine, other):
+            return key
+    return None
+
+
 def _shipped_copy(name: str, config: dict, where: Path) -> Autoencoder:
     """The autoencoder shipped as `name` (inside that keyframe model), weights loaded; it must be
     the one the model was trained with (same architecture and latent scale)."""

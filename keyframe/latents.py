@@ -148,13 +148,11 @@ class CachedClipDataset(Dataset):
         if self._file is None:  # opened lazily: once per data-loader worker
             self._file = safe_open(self.path, "pt")
         start, stride = self.clips.window(index)
-        n = self.clips.num_frames
-        frames = self.clips.records[index]["frames"]
+        n, record = self.clips.num_frames, self.clips.records[index]
         stored = self._file.get_slice(f"clip{index}")
-        if stored.get_shape()[0] != frames:
+        if stored.get_shape()[0] != record["frames"]:
             raise UserError(f"data.latents: {self.path}: clip {index} does not match its record")
         window = stored[start : start + (n - 1) * stride + 1][::stride]
-        record = self.clips.records[index]
         return {
             "latent": rearrange(window.float(), "f c h w -> c f h w"),
             "caption": record["caption"],

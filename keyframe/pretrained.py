@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from keyframe.autoencoder import Autoencoder, autoencoder_record, build_autoencoder
+from keyframe.autoencoder import (
+    Autoencoder,
+    autoencoder_record,
+    build_autoencoder,
+    first_different_weight,
+)
 from keyframe.errors import UserError
 from keyframe.files import atomic_write
 from keyframe.module import KeyframeModule, prebuilt_autoencoder
@@ -120,12 +125,7 @@ def write_pretrained(
 def _check_same_autoencoder(ae: Autoencoder, name: str) -> None:
     """`ae` must equal the shipped autoencoder `name` (to fp16 precision, as shipped)."""
     shipped = shipped_autoencoder(name)
-    theirs = shipped.state_dict()
-    if shipped.config() != ae.config() or any(
-        not torch.equal(value.detach().cpu().half().float(), theirs[key].half().float())
-        for key, value in ae.state_dict().items()
-        if key not in ("latent_scale", "latent_shift")
-    ):
+    if shipped.config() != ae.config() or first_different_weight(ae, shipped, fp16=True):
         raise UserError(
             f"shared autoencoder {name!r}: the shipped one differs from this model's; export "
             "the keyframe model with the same autoencoder first"
@@ -173,11 +173,7 @@ def shipped_autoencoder(name: str, shipped_dir: Path | None = None) -> Autoencod
         )
     _, record, weights = read_directory(shipped_dir / name, "KeyframeModule")
     ae = build_autoencoder(record, shipped_dir / name / CONFIG_NAME)
-    load_weights(
-        {"autoencoder": ae},
-        {k: v for k, v in weights.items() if k.startswith("autoencoder.")},
-        shipped_dir / name,
-    )
+    load_weights({"autoencoder": ae}, weights, shipped_dir / name)
     return ae.float()
 
 

@@ -8,6 +8,7 @@ job (the example shot list's storyboard and its MP4 film).
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -30,8 +31,6 @@ BETWEEN = 15
 def _animatic(argv: Sequence[str], threads: int) -> float:
     """Wall seconds of one `animatic ...` run in a new process; a failure is an error."""
     env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    import os
-
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *argv],

@@ -417,26 +417,24 @@ def _load_tween_model(name: str, device: str):
 # ----------------------------------------------------------------------------- command
 
 
-def _gap_list(text: str) -> tuple[int, ...]:
+def _numbers(text: str, least: int, example: str, too_small: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers of at least `least`, for argparse."""
     try:
-        gaps = tuple(int(part) for part in text.split(","))
+        values = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected gaps like 2,4,8,16, got {text!r}") from None
-    if any(g < 2 for g in gaps):
-        raise argparse.ArgumentTypeError(
-            f"every gap needs at least 2 (a frame between), got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected {example}, got {text!r}") from None
+    if any(v < least for v in values):
+        raise argparse.ArgumentTypeError(f"{too_small}, got {text!r}")
+    return values
+
+
+def _gap_list(text: str) -> tuple[int, ...]:
+    gaps = _numbers(text, 2, "gaps like 2,4,8,16", "every gap needs at least 2 (a frame between)")
     return tuple(sorted(set(gaps)))
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 5,10,20, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected numbers of at least 1, got {text!r}")
-    return values
+    return _numbers(text, 1, "numbers like 5,10,20", "expected numbers of at least 1")
 
 
 def _name_list(text: str) -> tuple[str, ...]:

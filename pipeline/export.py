@@ -14,7 +14,12 @@ from pathlib import Path
 
 import torch
 
-from keyframe.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
+from keyframe.autoencoder import (
+    Autoencoder,
+    first_different_weight,
+    load_autoencoder,
+    save_autoencoder,
+)
 from keyframe.errors import UserError
 
 STAGES = ("keyframe", "interpolate", "autoencoder")
@@ -28,14 +33,13 @@ def swap_decoder(module: torch.nn.Module, ae: Autoencoder, where: str) -> None:
             f"{where}: autoencoder config {ae.config()} differs from the model's {own.config()} "
             "(the decoder must come from a run with freeze_encoder on the model's autoencoder)"
         )
-    theirs = ae.state_dict()
-    for key, value in own.state_dict().items():
-        if key.startswith("encoder.") and not torch.equal(value, theirs[key].to(value)):
-            raise UserError(
-                f"{where}: encoder weight {key} differs from the model's: the latent spaces differ "
-                "(train the decoder with freeze_encoder and init_from the model's autoencoder)"
-            )
-    own.load_state_dict(theirs)
+    key = first_different_weight(own, ae, prefix="encoder.")
+    if key is not None:
+        raise UserError(
+            f"{where}: encoder weight {key} differs from the model's: the latent spaces differ "
+            "(train the decoder with freeze_encoder and init_from the model's autoencoder)"
+        )
+    own.load_state_dict(ae.state_dict())
 
 
 def export(

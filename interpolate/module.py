@@ -29,6 +29,7 @@ from keyframe import pretrained
 from keyframe.autoencoder import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
+from keyframe.init_weights import find_prefix, read_state
 from keyframe.latents import latent_batch
 from keyframe.module import (
     adamw_with_warmup,
@@ -49,45 +50,9 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 _prebuilt_autoencoder = prebuilt_autoencoder  # the keyframe stage's, which serves both stages
 
 
-def _find_prefix(state: Mapping[str, Any], markers: Sequence[str]) -> str | None:
-    """The key prefix under which all `markers` exist (an EMA copy preferred), else None."""
-    found = set()
-    for key in state:
-        if key.endswith(markers[0]):
-            prefix = key[: len(key) - len(markers[0])]
-            if all(prefix + m in state for m in markers[1:]):
-                found.add(prefix)
-    if not found:
-        return None
-    return sorted(found, key=lambda p: ("ema" not in p, len(p), p))[0]
-
-
 def _text_layer(key: str) -> bool:
     """U-Net parameters that only exist with text conditioning (cross-attention, pooled)."""
     return key.startswith("pooled_embed.") or ".attn.cross_attn." in key or ".attn.norm2." in key
-
-
-def _read_state(path: str) -> dict[str, torch.Tensor]:
-    """A flat state dict from a Lightning .ckpt, a .safetensors file, or a folder of them."""
-    source = Path(path)
-    if not source.exists():
-        raise UserError(f"model.init_from: {path}: no such file or folder")
-    files = sorted(source.glob("*.safetensors")) if source.is_dir() else [source]
-    if not files:
-        raise UserError(f"model.init_from: {path}: folder holds no .safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            if file.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state.update(load_file(file))
-            else:
-                ckpt = torch.load(file, map_location="cpu", weights_only=True)
-                state.update(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {})
-        except Exception as err:
-            raise UserError(f"model.init_from: {file}: unreadable weights ({err})") from None
-    return state
 
 
 class InterpolateModule(L.LightningModule):
@@ -117,6 +82,7 @@ class InterpolateModule(L.LightningModule):
         num_heads: int = 4,
         dropout: float = 0.0,
         gradient_checkpointing: bool = False,
+        position_bands: int = 0,
         temporal_attention: bool = True,
         temporal_heads: int = 4,
         max_relative_distance: int = 16,
@@ -179,6 +145,7 @@ class InterpolateModule(L.LightningModule):
             temporal_heads=temporal_heads,
             max_relative_distance=max_relative_distance,
             fps_conditioning=fps_conditioning,
+            position_bands=position_bands,
         )
         self.denoiser = Denoiser(net, sigma_data)
         self.ema_net: VideoUNet | None = None
@@ -238,10 +205,12 @@ class InterpolateModule(L.LightningModule):
         its text tower into this model. Only temporal layers, the fps embedding and the extra
         input channels may be missing: the input conv's pretrained weights go to the noisy-latent
         channels and the known-latent and mask channels start at zero. Returns what was missing."""
-        state = _read_state(path)
-        if "denoiser.net.unet.conv_in.weight" in state and any("temporal" in k for k in state):
-            return self._load_interpolation_weights(state, path)
-        prefix = _find_prefix(state, ("conv_in.weight", "time_embed.0.weight", "conv_out.weight"))
+        state = read_state(path)
+        if any("temporal" in k for k in state):  # an interpolation checkpoint or exported folder
+            for net_prefix in ("denoiser.net.", "net."):
+                if net_prefix + "unet.conv_in.weight" in state:
+                    return self._load_interpolation_weights(state, path, net_prefix)
+        prefix = find_prefix(state, ("conv_in.weight", "time_embed.0.weight", "conv_out.weight"))
         if prefix is None:
             raise UserError(f"model.init_from: {path}: no keyframe U-Net weights found")
         unet = self.denoiser.net.unet
@@ -281,7 +250,7 @@ class InterpolateModule(L.LightningModule):
                 "use the keyframe model's U-Net arguments and text settings"
             )
         if self.text is not None:
-            text_prefix = _find_prefix(state, ("tower.token_embedding.weight",))
+            text_prefix = find_prefix(state, ("tower.token_embedding.weight",))
             if text_prefix is not None:
                 text_state = {
                     k[len(text_prefix) :]: v for k, v in state.items() if k.startswith(text_prefix)
@@ -295,10 +264,13 @@ class InterpolateModule(L.LightningModule):
         self._make_ema()
         return {"missing": result.missing_keys}
 
-    def _load_interpolation_weights(self, state: dict, path: str) -> dict[str, list[str]]:
+    def _load_interpolation_weights(
+        self, state: dict, path: str, net_prefix: str
+    ) -> dict[str, list[str]]:
         """Fine-tuning: every weight from an InterpolateModule checkpoint (its live weights, not
-        the lagging EMA), so a run can continue with other settings (lr, mask mix, noise)."""
-        parts = {"denoiser.net.": self.denoiser.net, "text.": self.text}
+        the lagging EMA) or exported folder (its EMA weights), so a run can continue with other
+        settings (lr, mask mix, noise)."""
+        parts = {net_prefix: self.denoiser.net, "text.": self.text}
         for prefix, target in parts.items():
             if target is None:
                 continue

@@ -133,6 +133,7 @@ class VideoUNet(nn.Module):
         temporal_heads: int = 4,
         max_relative_distance: int = 16,
         fps_conditioning: bool = False,
+        position_bands: int = 0,
     ):
         super().__init__()
         self.latent_channels = latent_channels
@@ -156,6 +157,7 @@ class VideoUNet(nn.Module):
             dropout,
             checkpoint,
             temporal_layer=temporal,
+            position_bands=position_bands,
         )
         emb_dim = self.unet.emb_dim
         self.fps_embed = (

@@ -162,10 +162,24 @@ class FeedForward(nn.Module):
         return self.proj_out(self.dropout(h * F.gelu(gate)))
 
 
+def position_features(height: int, width: int, bands: int, device=None) -> torch.Tensor:
+    """Fourier features (height * width, 4 * bands) of each pixel's centre in [-1, 1]^2, row-major:
+    the same layout at any resolution, so a model trained at one size samples at another."""
+    ys = (torch.arange(height, device=device) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device) + 0.5) / width * 2 - 1
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+    freqs = math.pi * 2.0 ** torch.arange(bands, device=device)
+    angles = rearrange(grid[:, :, None] * freqs, "n a f -> n (a f)")
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 class SpatialTransformer(nn.Module):
     """Self-attention, optional cross-attention to context tokens, and a feed-forward over the
     pixels of a feature map (Stable Diffusion's transformer block, linear projections, depth 1).
-    The output projection starts at zero, so the block starts as the identity."""
+    The output projection starts at zero, so the block starts as the identity.
+    `position_bands` > 0 adds a learned projection (zero at start) of each pixel's Fourier
+    position features to the tokens, so attention queries know where they are ("at the top left"
+    needs that; convolutions only see it through padding)."""
 
     def __init__(
         self,
@@ -174,10 +188,15 @@ class SpatialTransformer(nn.Module):
         head_dim: int,
         context_dim: int | None = None,
         dropout: float = 0.0,
+        position_bands: int = 0,
     ):
         super().__init__()
         self.norm = group_norm(channels)
         self.proj_in = nn.Linear(channels, channels)
+        self.position_bands = position_bands
+        self.position = (
+            zero_module(nn.Linear(4 * position_bands, channels)) if position_bands else None
+        )
         self.norm1 = nn.LayerNorm(channels)
         self.self_attn = Attention(channels, num_heads, head_dim)
         self.norm2 = nn.LayerNorm(channels) if context_dim else None
@@ -197,6 +216,9 @@ class SpatialTransformer(nn.Module):
         h_size, w_size = x.shape[-2:]
         h = rearrange(self.norm(x), "b c h w -> b (h w) c")
         h = self.proj_in(h)
+        if self.position is not None:
+            features = position_features(h_size, w_size, self.position_bands, h.device)
+            h = h + self.position(features.to(h.dtype))
         h = h + self.self_attn(self.norm1(h))
         if self.cross_attn is not None and context is not None:
             h = h + self.cross_attn(self.norm2(h), context, context_mask)

@@ -27,6 +27,7 @@ from keyframe.consistency import anchor_list, anchored_attention, share_noise
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
+from keyframe.init_weights import find_prefix, read_state
 from keyframe.latents import latent_batch
 from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser, randn
 from keyframe.sampling import sample as run_sampler
@@ -84,6 +85,7 @@ def text_encoder(hparams: Mapping[str, Any]) -> TextEncoder:
         context_length=hparams["text_context_length"],
         vocab_size=hparams["text_vocab_size"],
         freeze=not hparams["train_text"],
+        embed_std=hparams.get("text_embed_std"),
     )
 
 
@@ -173,6 +175,11 @@ class KeyframeModule(L.LightningModule):
     tower is a pretrained open_clip tower (`text_model_name` + local `text_pretrained` file) or a
     small tower trained from scratch (`text_width`, `text_layers`, ...; a `text_vocab_size` below
     49408 hashes CLIP's token ids into that many rows). `ema_decay` 0 turns the EMA copy off.
+    `position_bands` > 0 gives the attention blocks pixel-position features (prompts with layout).
+    `pooled_drop_rate` zeroes the pooled text embedding of that share of training samples (their
+    prompt then reaches the U-Net through cross-attention alone, the path that can place things).
+    `init_from` starts fitting from another keyframe model's sampling weights (a .ckpt, a
+    .safetensors file or an exported folder with the same U-Net and text settings).
     """
 
     def __init__(
@@ -186,6 +193,7 @@ class KeyframeModule(L.LightningModule):
         num_heads: int = 4,
         dropout: float = 0.0,
         gradient_checkpointing: bool = False,
+        position_bands: int = 0,
         text_model_name: str | None = None,
         text_pretrained: str | None = None,
         text_width: int = 256,
@@ -193,11 +201,13 @@ class KeyframeModule(L.LightningModule):
         text_heads: int = 4,
         text_context_length: int = 77,
         text_vocab_size: int = 49408,
+        text_embed_std: float | None = None,
         train_text: bool = True,
         sigma_data: float = 0.5,
         p_mean: float = -1.2,
         p_std: float = 1.2,
         cond_drop_rate: float = 0.1,
+        pooled_drop_rate: float = 0.0,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -206,10 +216,13 @@ class KeyframeModule(L.LightningModule):
         sample_guidance: float = 5.0,
         sample_sampler: str = "dpmpp_2m",
         val_prompts: Sequence[str] = (),
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         check_training_options(cond_drop_rate, ema_decay)
+        if not 0.0 <= pooled_drop_rate <= 1.0:
+            raise UserError(f"model.pooled_drop_rate: expected 0..1, got {pooled_drop_rate}")
         check_sampling_options(sample_steps, sample_guidance, sample_sampler)
 
         self.autoencoder, self.size_multiple = stage_autoencoder(
@@ -229,6 +242,7 @@ class KeyframeModule(L.LightningModule):
             pooled_dim=self.text.pooled_dim,
             dropout=dropout,
             checkpoint=gradient_checkpointing,
+            position_bands=position_bands,
         )
         self.denoiser = Denoiser(net, sigma_data)
         use_ema = ema_decay > 0
@@ -238,6 +252,7 @@ class KeyframeModule(L.LightningModule):
             if use_ema and not self.text.frozen
             else None
         )
+        self._initialised = False
 
     # ---- pieces other code uses ---------------------------------------------------------------
 
@@ -286,6 +301,10 @@ class KeyframeModule(L.LightningModule):
         latents = latent_batch(batch, self.autoencoder, "image")
         prompts = drop_conditioning(list(batch["caption"]), self.hparams.cond_drop_rate)
         cond = self.encode_text(prompts)
+        if self.hparams.pooled_drop_rate > 0:
+            pooled = cond["pooled"]
+            keep = torch.rand(len(pooled), device=pooled.device) >= self.hparams.pooled_drop_rate
+            cond["pooled"] = pooled * keep[:, None].to(pooled.dtype)
         sigma = sample_training_sigmas(
             len(latents), self.hparams.p_mean, self.hparams.p_std, device=latents.device
         )
@@ -303,6 +322,36 @@ class KeyframeModule(L.LightningModule):
         """ema <- lerp(ema, live, 1 - decay) for every EMA'd parameter; buffers are copied."""
         weight = 1.0 - self.ema_decay_at(self.global_step)
         lerp_ema(((self.ema_net, self.denoiser.net), (self.ema_text, self.text)), weight)
+
+    def setup(self, stage: str) -> None:
+        # Before Lightning restores a resumed checkpoint, which then replaces these weights.
+        if stage == "fit" and self.hparams.init_from and not self._initialised:
+            self.load_initial_weights(self.hparams.init_from)
+        self._initialised = True
+
+    @torch.no_grad()
+    def load_initial_weights(self, path: str) -> None:
+        """The U-Net and (unless frozen) text tower of another keyframe model, its EMA copies
+        when it has them; the EMA copies here start equal to the loaded weights."""
+        state = read_state(path)
+        parts = [("U-Net", self.denoiser.net, ("conv_in.weight", "time_embed.0.weight"))]
+        if not self.text.frozen:
+            parts.append(("text tower", self.text, ("tower.token_embedding.weight",)))
+        for name, target, markers in parts:
+            prefix = find_prefix(state, markers)
+            if prefix is None:
+                raise UserError(f"model.init_from: {path}: no keyframe {name} weights found")
+            weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                target.load_state_dict(weights)
+            except RuntimeError as err:
+                detail = " ".join(str(err).split())[:200]
+                raise UserError(
+                    f"model.init_from: {path}: {name} does not fit this model's settings ({detail})"
+                ) from None
+        for ema, live in ((self.ema_net, self.denoiser.net), (self.ema_text, self.text)):
+            if ema is not None:
+                ema.load_state_dict(live.state_dict())
 
     def on_fit_start(self) -> None:
         # The frozen autoencoder and the EMA copies are in eval mode on purpose.

@@ -287,4 +287,6 @@ def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
     """A KeyframeModule ready to sample, from a pretrained folder, a Lightning .ckpt, or the name
     of a shipped model; on `device`, in eval mode, float32, with gradients off."""
     path = resolve_model(name_or_path)
-    return load_pretrained(KeyframeModule, path, device, ema_decay=0.0, text_pretrained=None)
+    return load_pretrained(
+        KeyframeModule, path, device, ema_decay=0.0, text_pretrained=None, init_from=None
+    )

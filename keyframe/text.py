@@ -106,6 +106,8 @@ class TextEncoder(nn.Module):
     `model_name`, a small open_clip `TextTransformer` (width, layers, heads) trained from scratch.
     The size arguments are ignored when `model_name` is given. A `vocab_size` below CLIP's 49408
     gives the scratch tower a hashed token table of that many rows (small shipped models).
+    `embed_std` draws the scratch tower's token embeddings at that std instead of open_clip's 0.02,
+    so each word's identity is not swamped in the residual stream (see the model card).
 
     Tokens are the tower's last hidden states (after its final LayerNorm), for cross-attention;
     `mask` is True from the start token to the end token inclusive, False on padding. `pooled` is
@@ -125,6 +127,7 @@ class TextEncoder(nn.Module):
         context_length: int = 77,
         vocab_size: int = 49408,
         freeze: bool | None = None,
+        embed_std: float | None = None,
     ):
         super().__init__()
         tokenizer = clip_tokenizer()
@@ -133,6 +136,12 @@ class TextEncoder(nn.Module):
                 raise UserError("text encoder: `pretrained` needs `model_name` (its architecture)")
             if vocab_size < 64:
                 raise UserError(f"text encoder vocab_size: expected at least 64, got {vocab_size}")
+            if layers < 1:
+                raise UserError(f"text encoder layers: expected at least 1, got {layers}")
+            if embed_std is not None and not embed_std > 0:
+                raise UserError(
+                    f"text encoder embed_std: expected a positive value, got {embed_std}"
+                )
             hashed = vocab_size < tokenizer.vocab_size
             tower = TextTransformer(
                 context_length=context_length,
@@ -146,7 +155,13 @@ class TextEncoder(nn.Module):
             if hashed:
                 # The tower still sees CLIP ids (it pools at the end token by argmax over ids).
                 tower.token_embedding = HashedEmbedding(vocab_size, width)
+            if embed_std is not None:
+                # A hashed id averages two rows: rows drawn at std * sqrt(2) give it `embed_std`.
+                row_std = embed_std * (2**0.5 if hashed else 1.0)
+                nn.init.normal_(tower.token_embedding.weight, std=row_std)
         else:
+            if embed_std is not None:
+                raise UserError("text encoder: `embed_std` is for a tower trained from scratch")
             cfg = _model_config(model_name)
             text_cfg = {**cfg["text_cfg"], "output_tokens": True}
             tower = _build_text_tower(cfg["embed_dim"], text_cfg, cfg.get("quick_gelu", False))

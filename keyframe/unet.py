@@ -44,11 +44,14 @@ class UNetBlock(nn.Module):
         context_dim: int | None,
         dropout: float,
         temporal_layer: TemporalFactory | None,
+        position_bands: int = 0,
     ):
         super().__init__()
         self.res = ResBlock(in_channels, out_channels, emb_dim, dropout)
         self.attn = (
-            SpatialTransformer(out_channels, num_heads, head_dim, context_dim, dropout)
+            SpatialTransformer(
+                out_channels, num_heads, head_dim, context_dim, dropout, position_bands
+            )
             if attention
             else None
         )
@@ -79,6 +82,7 @@ class UNet(nn.Module):
     Levels run at resolutions 1, 1/2, 1/4, ... with `model_channels * channel_mult[i]` channels;
     `attention_levels` lists the levels with self- and cross-attention (the middle block has
     attention when the deepest level does). Heads: `head_dim` if given, else `num_heads`.
+    `position_bands` > 0 gives attention blocks Fourier position features (see SpatialTransformer).
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         checkpoint: bool = False,
         temporal_layer: TemporalFactory | None = None,
+        position_bands: int = 0,
     ):
         super().__init__()
         channel_mult = list(channel_mult)
@@ -118,8 +123,9 @@ class UNet(nn.Module):
         def block(cin: int, cout: int, attention: bool) -> UNetBlock:
             n, d = heads(cout)
             return UNetBlock(
-                cin, cout, emb_dim, attention, n, d, context_dim, dropout, temporal_layer
-            )
+                cin, cout, emb_dim, attention, n, d, context_dim, dropout, temporal_layer,
+                position_bands,
+            )  # fmt: skip
 
         self.time_embed = nn.Sequential(
             nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)

@@ -177,6 +177,42 @@ def test_training_step_drops_prompts_at_the_configured_rate(monkeypatch):
         assert module.denoiser.net.conv_out.weight.grad is not None
 
 
+def test_pooled_drop_rate_leaves_only_cross_attention_for_dropped_samples():
+    batch = {"image": torch.rand(4, 3, 16, 16) * 2 - 1, "caption": ["a red circle"] * 4}
+    for rate in (1.0, 0.0):
+        module = randomised(tiny_module(pooled_drop_rate=rate, cond_drop_rate=0.0)).train()
+        module.training_step(batch, 0).backward()
+        pooled_grad = module.denoiser.net.pooled_embed.weight.grad
+        assert (pooled_grad is None or not pooled_grad.any()) == (rate == 1.0), rate
+        assert module.text.tower.token_embedding.weight.grad.any()  # the tokens still learn
+    with pytest.raises(UserError, match="pooled_drop_rate"):
+        tiny_module(pooled_drop_rate=1.5)
+
+
+def test_init_from_starts_from_another_models_sampling_weights(tmp_path):
+    source = randomised(tiny_module(seed=1))
+    folder = save_pretrained(source, tmp_path / "source", fp16=False)
+    module = tiny_module(seed=2, init_from=str(folder))
+    module.setup("fit")
+    for copy in (module.denoiser.net, module.ema_net):
+        for (name, a), b in zip(copy.named_parameters(), source.ema_net.parameters(), strict=True):
+            assert torch.equal(a, b), name
+    for a, b in zip(module.text.parameters(), source.ema_text.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert from_pretrained(folder).hparams.init_from is None
+
+    # A resumed run (setup called again after Lightning restores a checkpoint) keeps its weights.
+    with torch.no_grad():
+        module.denoiser.net.conv_out.weight.add_(1.0)
+    module.setup("fit")
+    assert not torch.equal(module.denoiser.net.conv_out.weight, source.ema_net.conv_out.weight)
+
+    with pytest.raises(UserError, match="init_from.*U-Net does not fit"):
+        tiny_module(model_channels=8, init_from=str(folder)).setup("fit")
+    with pytest.raises(UserError, match="init_from.*no such file"):
+        tiny_module(init_from=str(tmp_path / "missing")).setup("fit")
+
+
 def test_validation_logs_fixed_sigma_losses_and_a_sample_grid(trained):
     metrics = (trained.log_dir / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")

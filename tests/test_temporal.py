@@ -291,3 +291,39 @@ def test_init_from_an_interpolation_checkpoint_continues_from_its_live_weights(t
         new = "temporal" in name or name.startswith(("fps_embed.", "unet.conv_in."))
         assert lr_of[id(p)] == (1e-2 if new else 1e-4), name
     assert any("temporal" in n for n, _ in model.denoiser.net.named_parameters())
+
+
+def test_init_from_an_exported_interpolation_folder_takes_its_ema_weights(tmp_path):
+    torch.manual_seed(4)
+    source = _video_module(text_conditioning=False)
+    for p in source.ema_net.parameters():
+        p.data.normal_(0, 0.1)
+    folder = InterpolateModule.save_pretrained(source, tmp_path / "tween", fp16=False)
+    model = _video_module(text_conditioning=False, init_from=str(folder))
+    model.setup("fit")
+    for (name, a), b in zip(
+        model.denoiser.net.named_parameters(), source.ema_net.parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    with pytest.raises(UserError, match="init_from.*do not fit"):
+        _video_module(text_conditioning=False, model_channels=16).load_keyframe_weights(str(folder))
+
+
+def test_position_bands_reach_the_inflated_unet_and_start_as_a_no_op():
+    torch.manual_seed(6)
+    plain = _video_module(text_conditioning=False)
+    placed = _video_module(text_conditioning=False, position_bands=4)
+    names = [n for n, _ in placed.denoiser.net.named_parameters() if ".position." in n]
+    assert names
+    _randomise_spatial(plain.denoiser.net)
+    result = placed.denoiser.net.load_state_dict(plain.denoiser.net.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == sorted(names) and not result.unexpected_keys
+    x, known, mask = _inputs(f=3, size=16)
+    c_noise = torch.tensor([0.5])
+    with torch.no_grad():
+        before = plain.denoiser.net(x, c_noise, known, mask)
+        torch.testing.assert_close(placed.denoiser.net(x, c_noise, known, mask), before)
+        for name, p in placed.denoiser.net.named_parameters():
+            if name in names:
+                p.normal_(0, 0.5)
+        assert not torch.allclose(placed.denoiser.net(x, c_noise, known, mask), before)

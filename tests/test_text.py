@@ -83,6 +83,23 @@ def test_hashed_vocabulary_keeps_every_shapes_world_word_apart():
     assert not torch.allclose(pooled[0], pooled[1])
 
 
+@pytest.mark.parametrize("vocab_size", [4096, 49408])
+def test_embed_std_sets_the_scale_of_each_words_embedding(vocab_size):
+    torch.manual_seed(0)
+    default = TextEncoder(width=64, layers=1, heads=2, context_length=32, vocab_size=vocab_size)
+    wide = TextEncoder(
+        width=64, layers=1, heads=2, context_length=32, vocab_size=vocab_size, embed_std=1.0
+    )
+    ids, _ = wide.tokenize(["red green blue circle square triangle top bottom left right"])
+    words = ids[0, 1:11]
+    assert float(default.tower.token_embedding(words).std()) < 0.05  # open_clip's 0.02 init
+    assert abs(float(wide.tower.token_embedding(words).std()) - 1.0) < 0.15
+    with pytest.raises(UserError, match="embed_std"):
+        TextEncoder(width=32, layers=1, heads=2, embed_std=0.0)
+    with pytest.raises(UserError, match="layers"):
+        TextEncoder(width=32, layers=0, heads=2)
+
+
 def test_encoding_is_deterministic_and_independent_of_the_batch():
     enc = tiny().eval()
     a = enc(["a small green triangle", "a large white circle"])

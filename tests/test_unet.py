@@ -213,3 +213,31 @@ def test_parameter_count_of_a_small_config():
     count = sum(p.numel() for p in net.parameters())
     print(f"UNet(mc=32, mult=1,2,4, 2 res blocks, attention at 1,2, context 64): {count:,} params")
     assert 4e6 < count < 9e6
+
+
+def test_position_features_name_every_pixel_the_same_way_at_any_resolution():
+    from keyframe.layers import position_features
+
+    small = position_features(4, 6, bands=3)
+    assert small.shape == (24, 12)
+    assert len({tuple(row.tolist()) for row in small}) == 24  # every pixel distinct
+    # Band 0 sine of x: mirror pixels across the vertical centre line get opposite values.
+    grid = small.reshape(4, 6, 12)
+    torch.testing.assert_close(grid[:, 0, 3], -grid[:, 5, 3])
+    # Coordinates are relative to the image: pixel (i, k) of a 3x3 grid has the centre of pixel
+    # (3i + 1, 3k + 1) of a 9x9 grid, and the same features.
+    coarse = position_features(3, 3, bands=3).reshape(3, 3, 12)
+    fine = position_features(9, 9, bands=3).reshape(9, 9, 12)
+    torch.testing.assert_close(coarse, fine[1::3, 1::3])
+
+
+def test_position_bands_let_attention_tell_pixels_apart():
+    from keyframe.layers import SpatialTransformer
+
+    x = torch.ones(1, 8, 4, 4)
+    for bands in (0, 3):
+        block = _randomise_zeros(SpatialTransformer(8, 2, 4, position_bands=bands))
+        with torch.no_grad():
+            out = block(x)
+        spread = (out - out.mean((2, 3), keepdim=True)).abs().max()
+        assert (spread > 1e-3) == (bands > 0), bands

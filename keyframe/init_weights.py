@@ -1,0 +1,51 @@
+"""Reading trained weights to start a run from (`model.init_from` of both diffusion stages).
+
+Lightning .ckpt files, .safetensors files and exported folders all become one flat state dict;
+`find_prefix` locates a sub-model (the U-Net, the text tower) in it whatever it was called there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from keyframe.errors import UserError
+
+
+def find_prefix(state: Mapping[str, Any], markers: Sequence[str]) -> str | None:
+    """The key prefix under which all `markers` exist (an EMA copy preferred), else None."""
+    found = set()
+    for key in state:
+        if key.endswith(markers[0]):
+            prefix = key[: len(key) - len(markers[0])]
+            if all(prefix + m in state for m in markers[1:]):
+                found.add(prefix)
+    if not found:
+        return None
+    return sorted(found, key=lambda p: ("ema" not in p, len(p), p))[0]
+
+
+def read_state(path: str) -> dict[str, torch.Tensor]:
+    """A flat state dict from a Lightning .ckpt, a .safetensors file, or a folder of them."""
+    source = Path(path)
+    if not source.exists():
+        raise UserError(f"model.init_from: {path}: no such file or folder")
+    files = sorted(source.glob("*.safetensors")) if source.is_dir() else [source]
+    if not files:
+        raise UserError(f"model.init_from: {path}: folder holds no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            if file.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state.update(load_file(file))
+            else:
+                ckpt = torch.load(file, map_location="cpu", weights_only=True)
+                state.update(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {})
+        except Exception as err:
+            raise UserError(f"model.init_from: {file}: unreadable weights ({err})") from None
+    return state

@@ -332,8 +332,15 @@ class KeyframeModule(L.LightningModule):
     @torch.no_grad()
     def load_initial_weights(self, path: str) -> None:
         """The U-Net and (unless frozen) text tower of another keyframe model, its EMA copies
-        when it has them; the EMA copies here start equal to the loaded weights."""
-        state = read_state(path)
+        when it has them; the EMA copies here start equal to the loaded weights. `path` may also
+        name a shipped keyframe model ("shapes": fine-tune it on your own data)."""
+        from keyframe.pretrained import resolve_model  # pretrained builds on this module
+
+        try:
+            source = resolve_model(path)
+        except UserError as err:
+            raise UserError(f"model.init_from: {err}") from None
+        state = read_state(str(source))
         parts = [("U-Net", self.denoiser.net, ("conv_in.weight", "time_embed.0.weight"))]
         if not self.text.frozen:
             parts.append(("text tower", self.text, ("tower.token_embedding.weight",)))

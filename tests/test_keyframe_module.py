@@ -213,6 +213,15 @@ def test_init_from_starts_from_another_models_sampling_weights(tmp_path):
         tiny_module(init_from=str(tmp_path / "missing")).setup("fit")
 
 
+def test_init_from_a_shipped_model_name(monkeypatch, tmp_path):
+    source = randomised(tiny_module(seed=3))
+    save_pretrained(source, tmp_path / "weights" / "mine", fp16=False)
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path / "weights")
+    module = tiny_module(init_from="mine")
+    module.setup("fit")
+    assert torch.equal(module.denoiser.net.conv_out.weight, source.ema_net.conv_out.weight)
+
+
 def test_validation_logs_fixed_sigma_losses_and_a_sample_grid(trained):
     metrics = (trained.log_dir / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")

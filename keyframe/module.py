@@ -89,6 +89,17 @@ def text_encoder(hparams: Mapping[str, Any]) -> TextEncoder:
     )
 
 
+def words_only(mask: torch.Tensor) -> torch.Tensor:
+    """A context mask (b, L) bool, True from the start token to the end token, with those two
+    set False: only the words remain (none for the empty prompt)."""
+    mask = mask.clone()
+    ends = mask.sum(dim=1) - 1
+    rows = torch.arange(len(mask), device=mask.device)
+    mask[rows, ends.clamp(min=0)] = False
+    mask[:, 0] = False
+    return mask
+
+
 def check_training_options(cond_drop_rate: float, ema_decay: float) -> None:
     """UserError unless cond_drop_rate is in [0, 1] and ema_decay in [0, 1)."""
     if not 0 <= cond_drop_rate <= 1:
@@ -178,6 +189,8 @@ class KeyframeModule(L.LightningModule):
     `position_bands` > 0 gives the attention blocks pixel-position features (prompts with layout).
     `pooled_drop_rate` zeroes the pooled text embedding of that share of training samples (their
     prompt then reaches the U-Net through cross-attention alone, the path that can place things).
+    `cross_attend_words` hides the start and end tokens from cross-attention: the end token of a
+    causal tower sums up the whole prompt, and attention that reads only it cannot place things.
     `init_from` starts fitting from another keyframe model's sampling weights (a .ckpt, a
     .safetensors file or an exported folder with the same U-Net and text settings).
     """
@@ -208,6 +221,7 @@ class KeyframeModule(L.LightningModule):
         p_std: float = 1.2,
         cond_drop_rate: float = 0.1,
         pooled_drop_rate: float = 0.0,
+        cross_attend_words: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -281,6 +295,8 @@ class KeyframeModule(L.LightningModule):
         text = self.ema_text if ema and self.ema_text is not None else self.text
         with torch.set_grad_enabled(torch.is_grad_enabled() and not text.frozen and not ema):
             tokens, pooled, mask = text(list(prompts))
+        if self.hparams.cross_attend_words:
+            mask = words_only(mask)
         return {"context": tokens, "context_mask": mask, "pooled": pooled}
 
     def sampling_denoiser(self) -> Denoiser:

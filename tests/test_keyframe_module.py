@@ -189,6 +189,28 @@ def test_pooled_drop_rate_leaves_only_cross_attention_for_dropped_samples():
         tiny_module(pooled_drop_rate=1.5)
 
 
+def test_cross_attend_words_hides_the_start_and_end_tokens():
+    module = randomised(tiny_module(cross_attend_words=True))
+    cond = module.encode_text(["a red circle", ""])
+    # [start, a, red, circle, end] -> the three words; "" -> nothing (cross-attention adds zeros).
+    assert cond["context_mask"].sum(1).tolist() == [3, 0]
+    assert cond["context_mask"][0, 1:4].all()
+    plain = module.text(["a red circle", ""])[2]
+    assert plain.sum(1).tolist() == [5, 2]
+    images = module.sample(["a red circle", ""], seed=0, steps=2)
+    assert torch.isfinite(images).all()
+    # The words alone now decide the cross-attention: the end token's features no longer matter.
+    tokens = cond["context"].clone()
+    tokens[0, 4] += 100.0
+    net = module.sampling_denoiser()
+    x = torch.randn(1, module.latent_channels, *module.latent_size())
+    args = {"context_mask": cond["context_mask"][:1], "pooled": cond["pooled"][:1]}
+    with torch.no_grad():
+        before = net(x, torch.tensor([1.0]), context=cond["context"][:1], **args)
+        after = net(x, torch.tensor([1.0]), context=tokens[:1], **args)
+    torch.testing.assert_close(before, after)
+
+
 def test_init_from_starts_from_another_models_sampling_weights(tmp_path):
     source = randomised(tiny_module(seed=1))
     folder = save_pretrained(source, tmp_path / "source", fp16=False)

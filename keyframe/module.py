@@ -341,9 +341,10 @@ class KeyframeModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         # Before Lightning restores a resumed checkpoint, which then replaces these weights.
-        if stage == "fit" and self.hparams.init_from and not self._initialised:
-            self.load_initial_weights(self.hparams.init_from)
-        self._initialised = True
+        if stage == "fit" and not self._initialised:
+            if self.hparams.init_from:
+                self.load_initial_weights(self.hparams.init_from)
+            self._initialised = True
 
     @torch.no_grad()
     def load_initial_weights(self, path: str) -> None:

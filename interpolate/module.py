@@ -29,7 +29,7 @@ from keyframe import pretrained
 from keyframe.autoencoder import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
-from keyframe.init_weights import find_prefix, read_state
+from keyframe.init_weights import find_prefix, load_sub_state, read_state, sub_state
 from keyframe.latents import latent_batch
 from keyframe.module import (
     adamw_with_warmup,
@@ -214,7 +214,7 @@ class InterpolateModule(L.LightningModule):
         if prefix is None:
             raise UserError(f"model.init_from: {path}: no keyframe U-Net weights found")
         unet = self.denoiser.net.unet
-        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        weights = sub_state(state, prefix)
         if self.text is None:  # a motion model without text: leave the text layers behind
             weights = {k: v for k, v in weights.items() if not _text_layer(k)}
         conv_in = weights.pop("conv_in.weight")
@@ -252,15 +252,8 @@ class InterpolateModule(L.LightningModule):
         if self.text is not None:
             text_prefix = find_prefix(state, ("tower.token_embedding.weight",))
             if text_prefix is not None:
-                text_state = {
-                    k[len(text_prefix) :]: v for k, v in state.items() if k.startswith(text_prefix)
-                }
-                try:
-                    self.text.load_state_dict(text_state)
-                except RuntimeError as err:
-                    raise UserError(
-                        f"model.init_from: {path}: text tower does not fit ({str(err)[:200]})"
-                    ) from None
+                error = f"model.init_from: {path}: text tower does not fit"
+                load_sub_state(self.text, state, text_prefix, error)
         self._make_ema()
         return {"missing": result.missing_keys}
 
@@ -274,14 +267,8 @@ class InterpolateModule(L.LightningModule):
         for prefix, target in parts.items():
             if target is None:
                 continue
-            weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            try:
-                target.load_state_dict(weights)
-            except RuntimeError as err:
-                detail = " ".join(str(err).split())[:200]
-                raise UserError(
-                    f"model.init_from: {path}: interpolation weights do not fit ({detail})"
-                ) from None
+            error = f"model.init_from: {path}: interpolation weights do not fit"
+            load_sub_state(target, state, prefix, error)
         self._make_ema()
         return {"missing": []}
 

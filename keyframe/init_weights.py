@@ -49,3 +49,20 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
         except Exception as err:
             raise UserError(f"model.init_from: {file}: unreadable weights ({err})") from None
     return state
+
+
+def sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of `state` under `prefix`, with the prefix taken off."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_sub_state(
+    target: torch.nn.Module, state: Mapping[str, torch.Tensor], prefix: str, error: str
+) -> None:
+    """Load `state`'s entries under `prefix` into `target` (strictly); a mismatch is a UserError
+    reading `error (what differs)`."""
+    try:
+        target.load_state_dict(sub_state(state, prefix))
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(f"{error} ({detail})") from None

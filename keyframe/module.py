@@ -27,7 +27,7 @@ from keyframe.consistency import anchor_list, anchored_attention, share_noise
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
-from keyframe.init_weights import find_prefix, read_state
+from keyframe.init_weights import find_prefix, load_sub_state, read_state
 from keyframe.latents import latent_batch
 from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser, randn
 from keyframe.sampling import sample as run_sampler
@@ -365,14 +365,8 @@ class KeyframeModule(L.LightningModule):
             prefix = find_prefix(state, markers)
             if prefix is None:
                 raise UserError(f"model.init_from: {path}: no keyframe {name} weights found")
-            weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            try:
-                target.load_state_dict(weights)
-            except RuntimeError as err:
-                detail = " ".join(str(err).split())[:200]
-                raise UserError(
-                    f"model.init_from: {path}: {name} does not fit this model's settings ({detail})"
-                ) from None
+            error = f"model.init_from: {path}: {name} does not fit this model's settings"
+            load_sub_state(target, state, prefix, error)
         for ema, live in ((self.ema_net, self.denoiser.net), (self.ema_text, self.text)):
             if ema is not None:
                 ema.load_state_dict(live.state_dict())

@@ -11,6 +11,11 @@ and latents are dropped once no later window needs them, so memory stays flat in
 Within a window the known latents condition the network and also replace the known frames of every
 x0 prediction; the key frames of the output are the given key pixels, written back exactly.
 Each window draws its noise from (seed, window index) alone.
+
+With init "flow" a window does not start from pure noise: its unknown frames start as the
+optical-flow in-betweens of the keys (interpolate.flow), noised to `init_sigma`, and the model
+refines them (SDEdit). Flow keeps each object's look and a straight path; the model removes
+flow's double images and tears.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from interpolate.flow import FlowFrames, check_init
 from interpolate.module import check_sampling_options
 from keyframe.errors import UserError
+from keyframe.pixels import from_uint8, to_uint8
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -158,6 +165,8 @@ def interpolate_frames(
     callback: Callback | None = None,
     window: int | None = None,
     context: int | None = None,
+    init: str | None = None,
+    init_sigma: float | None = None,
 ) -> Iterator[torch.Tensor]:
     """Stream the frames (c, h, w) on the CPU in [-1, 1], in order; see `interpolate`.
 
@@ -177,10 +186,17 @@ def interpolate_frames(
     sampler = model.hparams.sample_sampler if sampler is None else sampler
     cond = model.sampling_conditions(prompt, guidance)
     check_sampling_options(steps, cond["guidance"], sampler)
+    init = model.hparams.sample_init if init is None else init
+    init_sigma = model.hparams.sample_init_sigma if init_sigma is None else init_sigma
+    check_init(init, init_sigma)
     latents = dict(zip(positions, model.encode_frames(keys).unbind(0), strict=True))
     key_at = dict(zip(positions, keys.cpu(), strict=True))
+    flow = FlowFrames(to_uint8(keys), positions) if init == "flow" else None
     options = {"steps": steps, "sampler": sampler, "seed": seed, "fps": fps, "callback": callback}
-    return _stream(model, windows, num_frames, key_at, latents, cond, **options)
+    return _stream(
+        model, windows, num_frames, key_at, latents, cond, flow=flow, init_sigma=init_sigma,
+        **options,
+    )  # fmt: skip
 
 
 @torch.no_grad()
@@ -196,9 +212,12 @@ def _stream(
     seed: int,
     fps: float,
     callback: Callback | None,
+    flow: FlowFrames | None = None,
+    init_sigma: float | None = None,
 ) -> Iterator[torch.Tensor]:
     """Run the windows in order, yielding each frame as soon as it and all before it are made;
-    a latent is dropped after the last window that uses it."""
+    a latent is dropped after the last window that uses it. With `flow`, each window refines the
+    flow in-betweens at its frames from noise level `init_sigma`."""
     last_use = _last_use(windows, num_frames)
     pixels: dict[int, torch.Tensor] = {}
     emitted = 0
@@ -216,6 +235,9 @@ def _stream(
             if callback is not None:
                 callback({**info, "window": w.index, "windows": len(windows)})
 
+        init = None
+        if flow is not None:
+            init = model.encode_frames(from_uint8(np.stack([flow(p) for p in w.positions])))
         out = model.sample_window(
             [latents.get(p) for p in w.positions],
             known,
@@ -225,6 +247,8 @@ def _stream(
             fps=frame_fps,
             generator=generator,
             callback=report,
+            init=init,
+            init_sigma=init_sigma,
         )
         made = [i for i, k in enumerate(known) if not k]
         decoded = model.decode_frames(out[made]) if made else []
@@ -253,6 +277,8 @@ def interpolate(
     callback: Callback | None = None,
     window: int | None = None,
     context: int | None = None,
+    init: str | None = None,
+    init_sigma: float | None = None,
 ) -> torch.Tensor:
     """The full sequence `c f h w` in [-1, 1] (CPU) with the keys exactly in place.
 
@@ -261,10 +287,11 @@ def interpolate(
     steps, guidance (text classifier-free guidance scale), sampler, window (frames per network
     run) and context (known frames carried into the next window) default to the model's.
     `fps` is the frame rate of the sequence (for frame-rate conditioned models). `callback` gets
-    the sampler's per-step dict plus "window" and "windows".
+    the sampler's per-step dict plus "window" and "windows". `init` ("noise" or "flow") and
+    `init_sigma` choose where sampling starts (model defaults: sample_init, sample_init_sigma).
     """
     frames = interpolate_frames(
         model, keys, positions, num_frames, steps, guidance, seed, sampler, prompt, fps,
-        callback, window, context,
+        callback, window, context, init, init_sigma,
     )  # fmt: skip
     return torch.stack(list(frames), dim=1)

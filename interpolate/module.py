@@ -22,6 +22,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from interpolate.flow import check_init
 from interpolate.masks import check_weights, draw_mask
 from interpolate.temporal import VideoUNet
 from keyframe import latents as latent_cache
@@ -67,7 +68,9 @@ class InterpolateModule(L.LightningModule):
     `cond_drop_rate`); `fps_conditioning` embeds the clip's frame rate. `mask_weights` sets the
     mixture of training masks (interpolate.masks); each batch is cut to a random length in
     [min_frames, num_frames]. Sampling defaults: sample_* and `context_frames` (known frames
-    carried from one window into the next).
+    carried from one window into the next); `sample_init` "flow" starts the unknown frames from
+    optical-flow in-betweens noised to `sample_init_sigma` instead of pure noise (see
+    interpolate.inbetween).
     """
 
     def __init__(
@@ -112,6 +115,8 @@ class InterpolateModule(L.LightningModule):
         sample_sampler: str = "dpmpp_2m",
         sample_fps: float = 24.0,
         context_frames: int = 2,
+        sample_init: str = "noise",
+        sample_init_sigma: float = 0.3,
         init_from: str | None = None,
     ):
         super().__init__()
@@ -125,6 +130,7 @@ class InterpolateModule(L.LightningModule):
         if not sample_fps > 0:
             raise UserError(f"model.sample_fps: expected a positive frame rate, got {sample_fps}")
         check_sampling_options(sample_steps, sample_guidance, sample_sampler)
+        check_init(sample_init, sample_init_sigma)
 
         self.autoencoder, self.size_multiple = stage_autoencoder(
             autoencoder, image_size, channel_mult
@@ -437,9 +443,14 @@ class InterpolateModule(L.LightningModule):
         fps: float | None = None,
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
+        init: torch.Tensor | None = None,
+        init_sigma: float | None = None,
     ) -> torch.Tensor:
         """Sample one window: `latents` (c, h, w) per frame (None where unknown), `known` per
-        frame. Returns (f, c, h, w) latents with the known frames exactly as given."""
+        frame. Returns (f, c, h, w) latents with the known frames exactly as given.
+
+        `init` (f, c, h, w): latents to refine from noise level `init_sigma` (SDEdit) instead of
+        drawing the unknown frames from pure noise."""
         hp = self.hparams
         steps = hp.sample_steps if steps is None else steps
         sampler = hp.sample_sampler if sampler is None else sampler
@@ -485,9 +496,20 @@ class InterpolateModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            out = run_sampler(
-                denoise, noise, steps, sampler, generator=generator, callback=callback
-            )
+            if init is None:
+                out = run_sampler(
+                    denoise, noise, steps, sampler, generator=generator, callback=callback
+                )
+            else:
+                check_init("flow", init_sigma)
+                start = rearrange(init.to(device).float(), "f c h w -> 1 c f h w")
+                if start.shape != known_latents.shape:
+                    raise ValueError(f"init: expected {tuple(known_latents.shape)} latents")
+                out = run_sampler(
+                    denoise, noise, steps, sampler, sigma_max=float(init_sigma),
+                    generator=generator, callback=callback,
+                    init=torch.where(mask, known_latents, start),
+                )  # fmt: skip
         finally:
             self.train(was_training)
         out = torch.where(mask, known_latents, out)

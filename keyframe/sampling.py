@@ -229,10 +229,14 @@ def sample(
     generator: Generator = None,
     callback: Callback | None = None,
     device: torch.device | str | None = None,
+    init: torch.Tensor | None = None,
     **options: Any,
 ) -> torch.Tensor:
     """Draw samples: unit noise (a shape to draw with `generator`, or a given tensor) is scaled
     to sigma_max and run through the named sampler on a Karras schedule of `steps` steps.
+
+    With `init` (clean latents of the noise's shape) the run starts from init + sigma_max * noise
+    and refines it (SDEdit, Meng et al. 2022): a low sigma_max keeps init's layout and detail.
 
     `options` go to the sampler (e.g. `s_churn` for euler/heun, `eta` for euler_ancestral).
     """
@@ -243,10 +247,13 @@ def sample(
     else:
         noise = randn(tuple(shape_or_noise), generator, device)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho)
+    x = noise * sigma_max
+    if init is not None:
+        if init.shape != x.shape:
+            raise ValueError(f"init has shape {tuple(init.shape)}, the noise {tuple(x.shape)}")
+        x = x + init.to(x)
     run = SAMPLERS[sampler]
-    return run(
-        denoise, noise * sigma_max, sigmas, generator=generator, callback=callback, **options
-    )
+    return run(denoise, x, sigmas, generator=generator, callback=callback, **options)
 
 
 def _concat(uncond: Mapping[str, Any], cond: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
 
+from interpolate.flow import FlowFrames, key_span
 from keyframe.errors import UserError
 from pipeline.shapes import SIZES, Scene, SceneObject, parse_caption, render_still
 from pipeline.shapes.world import CELL_MARGIN, POSITIONS
@@ -37,13 +37,7 @@ def _check_keys(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> 
 def _spans(positions: list[int], num_frames: int):
     """(frame, left key index, t in [0, 1]) for every frame; outside the keys t pins to a key."""
     for f in range(num_frames):
-        i = int(np.searchsorted(positions, f, side="right")) - 1
-        if i < 0:
-            yield f, 0, 0.0
-        elif i >= len(positions) - 1:
-            yield f, len(positions) - 1, 0.0
-        else:
-            yield f, i, (f - positions[i]) / (positions[i + 1] - positions[i])
+        yield f, *key_span(positions, f)
 
 
 def crossfade(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np.ndarray:
@@ -59,74 +53,12 @@ def crossfade(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np
     return out
 
 
-def _flow_channel(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both frames as one 8-bit channel along their main colour axis (PCA of their pixels).
-
-    Plain luma can make a coloured object vanish against a background of the same brightness;
-    the principal colour axis keeps the strongest contrast the two frames have.
-    """
-    pixels = np.concatenate([a.reshape(-1, 3), b.reshape(-1, 3)]).astype(np.float32)
-    mean = pixels.mean(axis=0)
-    _, vectors = np.linalg.eigh(np.cov((pixels - mean).T) + 1e-6 * np.eye(3))
-    axis = vectors[:, -1]
-    projected = (pixels - mean) @ axis
-    low, high = float(projected.min()), float(projected.max())
-    scale = 255.0 / max(high - low, 1e-6)
-    gray = np.clip((projected - low) * scale, 0, 255).astype(np.uint8)
-    n = a.shape[0] * a.shape[1]
-    return gray[:n].reshape(a.shape[:2]), gray[n:].reshape(b.shape[:2])
-
-
-def _warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward warp: out(x) = image(x + flow(x)), bilinear, edges replicated."""
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(
-        image, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, None, cv2.BORDER_REPLICATE
-    )
-
-
-def _dis_flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """DIS flow a -> b and b -> a, (h, w, 2) in pixels.
-
-    The frames are padded by their own size on every side (edges replicated): DIS builds its
-    pyramid from the image size, and the extra levels let it follow motions as large as objects
-    travel between distant keys; the padding is cropped off again.
-    """
-    g0, g1 = _flow_channel(a, b)
-    pad = max(a.shape[:2])
-
-    def padded(g: np.ndarray) -> np.ndarray:
-        return cv2.copyMakeBorder(g, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    crop = (slice(pad, -pad), slice(pad, -pad))
-    forward = dis.calc(padded(g0), padded(g1), None)[crop]
-    backward = dis.calc(padded(g1), padded(g0), None)[crop]
-    return forward, backward
-
-
 def flow_warp(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np.ndarray:
-    """Optical-flow in-betweening: DIS flow (Kroeger et al. 2016) both ways between neighbouring
-    keys, the flow from time t approximated as in Super SloMo (Jiang et al. 2018, eq. 4):
-    F_t0 = -(1 - t) t F_01 + t^2 F_10 and F_t1 = (1 - t)^2 F_01 - t (1 - t) F_10; each key is
-    warped to time t and the two are blended with weights 1 - t and t."""
+    """Optical-flow in-betweening (interpolate.flow.FlowFrames): DIS flow both ways between
+    neighbouring keys, each key warped to time t, blended with weights 1 - t and t."""
     positions = _check_keys(keys, positions, num_frames)
-    out = np.empty((num_frames, *keys.shape[1:]), np.uint8)
-    flows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for f, i, t in _spans(positions, num_frames):
-        if t == 0.0:
-            out[f] = keys[i]
-            continue
-        if i not in flows:
-            flows[i] = _dis_flows(keys[i], keys[i + 1])
-        f01, f10 = flows[i]
-        to0 = -(1.0 - t) * t * f01 + t * t * f10
-        to1 = (1.0 - t) ** 2 * f01 - t * (1.0 - t) * f10
-        k0, k1 = keys[i].astype(np.float32), keys[i + 1].astype(np.float32)
-        mix = (1.0 - t) * _warp(k0, to0) + t * _warp(k1, to1)
-        out[f] = np.clip(np.round(mix), 0, 255).astype(np.uint8)
-    return out
+    frames = FlowFrames(keys, positions)
+    return np.stack([frames(f) for f in range(num_frames)])
 
 
 def oracle_tween(clips: Sequence[np.ndarray]) -> Tween:

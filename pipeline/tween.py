@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from interpolate.flow import INIT_KINDS
 from keyframe.errors import UserError
 from pipeline import io
 from pipeline.devices import resolve_device
@@ -64,6 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", metavar="TEXT", help="describe the motion (text models)")
     parser.add_argument("--guidance", type=float, metavar="G", help="prompt guidance scale")
     parser.add_argument("--sampler", metavar="NAME", help="sampler (model default)")
+    parser.add_argument(
+        "--init",
+        choices=INIT_KINDS,
+        help="where sampling starts: noise (the model alone) or flow (optical-flow in-betweens "
+        "refined by the model); model default",
+    )
+    parser.add_argument(
+        "--init-sigma",
+        type=float,
+        metavar="S",
+        help="noise level flow in-betweens are refined from: higher lets the model change more "
+        "(model default)",
+    )
     parser.add_argument(
         "--loop", action="store_true", help="return to the first key at the end (a seamless loop)"
     )
@@ -258,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
     steps = model.hparams.sample_steps if args.steps is None else args.steps
     sampler = model.hparams.sample_sampler if args.sampler is None else args.sampler
     guidance = model.hparams.sample_guidance if args.guidance is None else args.guidance
+    init = model.hparams.sample_init if args.init is None else args.init
+    init_sigma = model.hparams.sample_init_sigma if args.init_sigma is None else args.init_sigma
 
     bar = tqdm(total=len(windows), desc="windows", unit="window", disable=None, file=sys.stderr)
 
@@ -268,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
     stream = interpolate_frames(
         model, model_keys, positions, num_frames, steps=steps, guidance=guidance,
         seed=args.seed, sampler=sampler, prompt=args.prompt, fps=args.fps, callback=progress,
+        init=init, init_sigma=init_sigma,
     )  # fmt: skip
     frames = _frames(stream, fit, keys_out, shown)
     try:
@@ -294,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
         "steps": steps,
         "sampler": sampler,
         "guidance": guidance,
+        "init": init,
+        "init_sigma": init_sigma if init == "flow" else None,
         "seed": args.seed,
         "prompt": args.prompt,
         "fps": args.fps,

@@ -7,10 +7,12 @@ import math
 import pytest
 import torch
 
+from interpolate.flow import FlowFrames
 from interpolate.inbetween import interpolate, interpolate_frames, plan_windows, window_seed
 from interpolate.masks import MASK_KINDS, check_weights, draw_mask, ping_pong
 from interpolate.module import InterpolateModule
 from keyframe.errors import UserError
+from keyframe.pixels import to_uint8
 
 TINY = {
     "image_size": 8,
@@ -272,6 +274,53 @@ def test_bad_sampling_input_is_a_user_error(model):
         interpolate(model, _keys(2), [0, 4], 5, prompt="a red circle")
     with pytest.raises(UserError, match="multiples of 2"):
         interpolate(model, _keys(2, size=7), [0, 4], 5)
+
+
+def test_flow_init_refines_the_flow_inbetweens_across_windows(model):
+    keys = _keys(3, seed=4)
+    positions = [1, 4, 11]  # uneven, frames before the first key, several windows of 6
+    flow = FlowFrames(to_uint8(keys), positions)
+    expected = torch.stack([torch.from_numpy(flow(f)) for f in range(13)]).float() / 127.5 - 1
+    near = interpolate(model, keys, positions, 13, seed=1, init="flow", init_sigma=0.004)
+    for key, p in zip(keys, positions, strict=True):
+        assert torch.equal(near[:, p], key)
+    # From a tiny noise level the model can only nudge the flow frames...
+    assert (near.permute(1, 0, 2, 3) - expected.permute(0, 3, 1, 2)).abs().max() < 0.05
+    # ...from a high one it redraws them, and from noise it ignores flow altogether.
+    far = interpolate(model, keys, positions, 13, seed=1, init="flow", init_sigma=20.0)
+    noise = interpolate(model, keys, positions, 13, seed=1, init="noise")
+    made = [f for f in range(13) if f not in positions]
+    assert (far[:, made] - near[:, made]).abs().max() > 0.3
+    assert (noise[:, made] - near[:, made]).abs().max() > 0.3
+    assert torch.equal(noise, interpolate(model, keys, positions, 13, seed=1))  # model default
+
+
+def test_flow_frames_compute_each_pair_once(monkeypatch):
+    import interpolate.flow as flow_module
+
+    calls = []
+    real = flow_module.dis_flows
+    monkeypatch.setattr(flow_module, "dis_flows", lambda a, b: calls.append(1) or real(a, b))
+    keys = to_uint8(_keys(3, size=16))
+    flow = FlowFrames(keys, [0, 4, 8])
+    frames = [flow(f) for f in (2, 1, 3, 6, 2)]
+    assert len(calls) == 2 and all(f.shape == (16, 16, 3) for f in frames)
+    assert (flow(0) == keys[0]).all() and (flow(8) == keys[2]).all() and (flow(9) == keys[2]).all()
+
+
+@pytest.mark.parametrize(
+    ("init", "sigma", "message"),
+    [
+        ("warp", 0.3, "init: expected one of noise, flow"),
+        ("flow", 0.0, "init sigma"),
+        ("flow", float("nan"), "init sigma"),
+        ("flow", "0.3", "init sigma"),
+        ("flow", 100, "init sigma"),
+    ],
+)
+def test_bad_init_is_a_user_error(model, init, sigma, message):
+    with pytest.raises(UserError, match=message):
+        interpolate(model, _keys(2), [0, 4], 5, init=init, init_sigma=sigma)
 
 
 # ---- training and reloading ---------------------------------------------------------------------

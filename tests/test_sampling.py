@@ -123,6 +123,19 @@ def test_sample_draws_sigma_max_noise_and_accepts_given_noise():
         sample(gaussian_denoise, (2, 4), 4, sampler="ddim")
 
 
+def test_init_starts_from_init_plus_noise_and_a_low_sigma_keeps_it():
+    noise = randn((6, 4), torch.Generator().manual_seed(3))
+    init = torch.tensor([[2.0, -1.0, 0.5, 0.1]]).repeat(6, 1)
+    first = []
+    out = sample(gaussian_denoise, noise, 6, sigma_max=0.05, init=init, callback=first.append)
+    assert torch.allclose(first[0]["x"], init + noise * 0.05)
+    assert (out - init).abs().max() < 0.1  # refined, not redrawn: far from the data mean MU
+    redrawn = sample(gaussian_denoise, noise, 6, sigma_max=80.0, init=init)
+    assert ((redrawn - MU) / STD).abs().max() < 4 and (redrawn - init).abs().max() > 0.5
+    with pytest.raises(ValueError, match="init has shape"):
+        sample(gaussian_denoise, noise, 6, init=init[:2])
+
+
 def test_one_generator_per_sample_makes_samples_independent_of_the_batch():
     def gens(*seeds):
         return [torch.Generator().manual_seed(s) for s in seeds]

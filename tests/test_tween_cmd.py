@@ -89,6 +89,21 @@ def test_key_folder_timing_and_mp4(model_dir, keys, tmp_path):
     assert frames.shape == (8, 12, 20, 3) and fps == 12
     record = json.loads((tmp_path / "film.mp4.json").read_text())
     assert record["key_frames"] == [0, 2, 7] and record["timing"] == [0, 2, 7]
+    assert record["init"] == "noise" and record["init_sigma"] is None  # the tiny model's default
+
+
+def test_flow_init_is_used_and_recorded(model_dir, keys, tmp_path):
+    folder, _ = keys
+    paths = [folder / "key0.png", folder / "key1.png"]
+    runs = {}
+    for name, extra in {"noise": [], "flow": ["--init", "flow", "--init-sigma", "0.5"]}.items():
+        out = tmp_path / name
+        assert _tween(model_dir, *paths, "--out", out, "--between", 3, *extra) == 0
+        runs[name] = [read_image(f) for f in _sequence(out)]
+    record = json.loads((tmp_path / "flow.json").read_text())
+    assert record["init"] == "flow" and record["init_sigma"] == 0.5
+    assert np.array_equal(runs["flow"][0], runs["noise"][0])  # keys exact either way
+    assert any(not np.array_equal(a, b) for a, b in zip(runs["flow"], runs["noise"], strict=True))
 
 
 def test_loop_returns_to_the_first_key_without_repeating_it(model_dir, keys, tmp_path):
@@ -142,6 +157,7 @@ def test_crop_fit_outputs_the_centre_square(model_dir, keys, tmp_path):
         (["{k0}", "{bad}"], "bad.png: not a readable image"),
         (["{k0}", "{k1}", "--between", "-1"], "--between -1"),
         (["{k0}", "{k1}", "--steps", "0"], "steps"),
+        (["{k0}", "{k1}", "--init", "flow", "--init-sigma", "-1"], "init sigma"),
         (["{k0}", "{k1}", "--prompt", "a red circle"], "no text conditioning"),
     ],
 )

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from keyframe import latents as latent_cache
+from keyframe import layout
 from keyframe.autoencoder import Autoencoder, autoencoder_record, load_autoencoder
 from keyframe.consistency import anchor_list, anchored_attention, share_noise
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
@@ -29,12 +30,14 @@ from keyframe.errors import UserError
 from keyframe.files import atomic_path
 from keyframe.init_weights import find_prefix, load_sub_state, read_state
 from keyframe.latents import latent_batch
+from keyframe.pixels import to_uint8
 from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser, randn
 from keyframe.sampling import sample as run_sampler
 from keyframe.text import TextEncoder
 from keyframe.unet import UNet
 
 MAX_SAMPLE_STEPS = 1000
+PLACE_ROUNDS = 2  # previews per placed image: one to place, one to check and correct
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0  # validation noise and sample grids use fixed seeds, so runs compare step to step
 
@@ -193,6 +196,8 @@ class KeyframeModule(L.LightningModule):
     causal tower sums up the whole prompt, and attention that reads only it cannot place things.
     `init_from` starts fitting from another keyframe model's sampling weights (a .ckpt, a
     .safetensors file or an exported folder with the same U-Net and text settings).
+    Sampling defaults: sample_*; `sample_place` places subjects by their prompt's position words
+    (see `sample`).
     """
 
     def __init__(
@@ -229,6 +234,7 @@ class KeyframeModule(L.LightningModule):
         sample_steps: int = 30,
         sample_guidance: float = 5.0,
         sample_sampler: str = "dpmpp_2m",
+        sample_place: bool = False,
         val_prompts: Sequence[str] = (),
         init_from: str | None = None,
     ):
@@ -454,6 +460,7 @@ class KeyframeModule(L.LightningModule):
         callback: Callback | None = None,
         anchor: int | Sequence[int] | None = None,
         noise_share: float = 0.0,
+        place: bool | None = None,
     ) -> torch.Tensor:
         """Images for prompts, float `b c h w` in [-1, 1] on the CPU, with the EMA weights.
 
@@ -466,6 +473,12 @@ class KeyframeModule(L.LightningModule):
         (`keyframe.consistency`): each image attends to its anchor's self-attention keys and
         values and starts from noise sharing `noise_share` of the anchor's; anchors come out as
         they would alone.
+
+        `place` puts the subject of each prompt with one position phrase ("at the top left",
+        "on the right", ...) in that cell of a 3x3 grid (`keyframe.layout`): where an image's
+        subject lands elsewhere, its noise is rolled to move it there and the image drawn again,
+        up to PLACE_ROUNDS times (the image nearest the cell is kept). Not with `anchor`;
+        None: the sample_place hyperparameter (off when anchored).
         """
         hp = self.hparams
         prompts = _prompt_list(prompts, "prompt")
@@ -493,6 +506,10 @@ class KeyframeModule(L.LightningModule):
             anchors = anchor_list(anchor, n)
         elif noise_share:
             raise UserError("noise share: needs an anchor")
+        if place is None:
+            place = bool(hp.sample_place) and anchors is None
+        if place and anchors is not None:
+            raise UserError("place: cannot be combined with an anchor (consistency) yet")
 
         was_training = self.training
         self.eval()
@@ -506,20 +523,64 @@ class KeyframeModule(L.LightningModule):
             if anchors is not None:
                 start = share_noise(randn(start, generator, self.device), anchors, noise_share)
                 anchoring = anchored_attention(denoiser, anchors)
-            with anchoring:
-                latents = run_sampler(
-                    guided,
-                    start,
-                    steps,
-                    sampler,
-                    generator=generator,
-                    callback=callback,
-                    device=self.device,
-                )
+            if place:
+                start = randn(start, generator, self.device)
+
+            def draw(noise, index: list[int] | None = None) -> torch.Tensor:
+                """Latents from noise, for the samples at `index` (all if None)."""
+                gen, run = generator, guided
+                if index is not None:
+                    pick = {k: v[index] for k, v in cond.items()}
+                    unpick = {k: v[index] for k, v in uncond.items()}
+                    run = cfg_denoiser(_float32_io(denoiser), pick, unpick, guidance)
+                    gen = [generator[i] for i in index] if isinstance(generator, Sequence) else gen
+                with anchoring:
+                    return run_sampler(
+                        run, noise, steps, sampler, generator=gen, callback=callback,
+                        device=self.device,
+                    )  # fmt: skip
+
+            latents = draw(start)
+            if place:
+                latents = self._place(draw, start, latents, prompts)
             images = self.autoencoder.decode(latents)
         finally:
             self.train(was_training)
         return images.float().clamp(-1, 1).cpu()
+
+    def _place(
+        self,
+        draw: Callable[..., torch.Tensor],
+        noise: torch.Tensor,
+        latents: torch.Tensor,
+        prompts: Sequence[str],
+    ) -> torch.Tensor:
+        """`latents` drawn from `noise`, redrawn from rolled noise where a one-place prompt's
+        subject is outside its cell (see `sample`); each sample keeps its best round."""
+        found = [layout.prompt_places(p) for p in prompts]
+        targets = [places[0] if len(places) == 1 else None for places in found]
+        best = latents.clone()
+        miss = dict.fromkeys(range(len(prompts)), float("inf"))
+        todo = [i for i, t in enumerate(targets) if t is not None]
+        current = latents[todo]  # the latents of the samples in `todo`, in its order
+        for round_ in range(PLACE_ROUNDS + 1):
+            images = to_uint8(self.autoencoder.decode(current))
+            redo = []
+            for row, (image, i) in enumerate(zip(images, todo, strict=True)):
+                centre = layout.subject_centre(image)
+                if centre is None:
+                    continue
+                off = layout.cell_distance(centre, targets[i])
+                if off < miss[i]:
+                    miss[i] = off
+                    best[i] = current[row]
+                if off > 0 and round_ < PLACE_ROUNDS:
+                    noise[i] = layout.roll_to(noise[i], centre, targets[i])
+                    redo.append(i)
+            if not redo:
+                break
+            todo, current = redo, draw(noise[redo], redo)
+        return best
 
 
 def _float32_io(denoiser: Denoiser) -> Callable[..., torch.Tensor]:

@@ -360,11 +360,12 @@ def keyframe_model(
     device: str = "cpu",
     sampler: str | None = None,
     module=None,
+    place: bool | None = None,
 ) -> Generate:
     """The generator called `name`: "oracle" (the renderer, at `size`) or a trained keyframe
     model (a shipped name, a folder from save_pretrained, or a .ckpt), which samples at its own
     size with one CPU generator per image, seeded by the image's seed (`module`: that model,
-    already loaded)."""
+    already loaded; `place`: subject placement by position words, None for the model's default)."""
     if name == "oracle":
         return baselines.oracle_keyframe(size)
     import torch
@@ -376,7 +377,9 @@ def keyframe_model(
 
     def generate(prompts: list[str], seeds: list[int]) -> np.ndarray:
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        images = module.sample(prompts, steps=steps, sampler=sampler, generator=generators)
+        images = module.sample(
+            prompts, steps=steps, sampler=sampler, generator=generators, place=place
+        )
         return np.stack([to_uint8_rgb(image) for image in images])
 
     return generate
@@ -393,8 +396,15 @@ def builtin_tween(name: str, clips: Sequence[Clip]) -> Tween:
     raise ValueError(f"no built-in tween {name!r}; expected one of {', '.join(BUILTIN_TWEEN)}")
 
 
-def model_tween(model, steps: int | None = None, seed: int = 0) -> Tween:
-    """A trained InterpolateModule as a tween (keys at the model's own size)."""
+def model_tween(
+    model,
+    steps: int | None = None,
+    seed: int = 0,
+    init: str | None = None,
+    init_sigma: float | None = None,
+) -> Tween:
+    """A trained InterpolateModule as a tween (keys at the model's own size); init and
+    init_sigma as in interpolate.inbetween.interpolate (None: the model's defaults)."""
     import torch
 
     from interpolate.inbetween import interpolate
@@ -402,7 +412,10 @@ def model_tween(model, steps: int | None = None, seed: int = 0) -> Tween:
 
     def tween(keys: np.ndarray, positions: list[int], num_frames: int) -> np.ndarray:
         k = torch.stack([torch.from_numpy(from_uint8_rgb(key)) for key in keys])
-        video = interpolate(model, k, positions, num_frames, steps=steps, seed=seed)
+        video = interpolate(
+            model, k, positions, num_frames, steps=steps, seed=seed, init=init,
+            init_sigma=init_sigma,
+        )  # fmt: skip
         return np.stack([to_uint8_rgb(video[:, f]) for f in range(num_frames)])
 
     return tween
@@ -449,6 +462,18 @@ def _name_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _init_list(text: str) -> tuple[str, ...]:
+    from interpolate.flow import INIT_KINDS
+
+    kinds = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+    unknown = [k for k in kinds if k not in INIT_KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown init {unknown[0]!r}; expected {', '.join(INIT_KINDS)}"
+        )
+    return kinds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     key = stages.add_parser(
@@ -475,6 +500,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="sampler (model default); a list like euler,heun,dpmpp_2m evaluates each",
     )
+    key.add_argument(
+        "--place",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="subject placement by position words (model default)",
+    )
     key.add_argument("--batch-size", type=int, default=16, metavar="B")
     key.add_argument("--size", type=int, default=64, help="image size of the oracle")
     tween = stages.add_parser("tween", help="score in-betweens on fresh simulated clips")
@@ -493,6 +524,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tween.add_argument("--seed", type=int, default=0, help="clip set and sampling seed")
     tween.add_argument("--steps", type=int, default=None, help="sampling steps (model default)")
     tween.add_argument("--no-baselines", action="store_true", help="skip crossfade and flow")
+    tween.add_argument(
+        "--init",
+        type=_init_list,
+        default=None,
+        metavar="KIND[,KIND]",
+        help="where the model's sampling starts: noise, flow, or noise,flow to score both "
+        "(model default)",
+    )
+    tween.add_argument(
+        "--init-sigma", type=float, default=None, metavar="S", help="flow init noise level"
+    )
     auto = stages.add_parser(
         "autoencoder", help="reconstruction PSNR/SSIM/speed on fresh stills and clip frames"
     )
@@ -542,7 +584,11 @@ def _run_keyframe(args: argparse.Namespace) -> dict:
     steps_list, samplers = args.steps or (None,), args.sampler or (None,)
     if len(steps_list) * len(samplers) > 1:
         return _sweep_keyframe(args, prompts, device, steps_list, samplers)
-    generate = keyframe_model(args.model, steps_list[0], args.size, device, samplers[0])
+    if args.place is not None and args.model in BUILTIN_KEYFRAME:
+        raise UserError(f"--place/--no-place: {args.model} does not sample")
+    generate = keyframe_model(
+        args.model, steps_list[0], args.size, device, samplers[0], place=args.place
+    )
     result = eval_keyframe(generate, prompts, args.batch_size, args.seed, progress=True)
     print(f"keyframe eval of {args.model}: {result['prompts']} prompts, seed {args.seed}")
     for name in ("single", "double"):
@@ -552,7 +598,7 @@ def _run_keyframe(args: argparse.Namespace) -> dict:
     for attribute, value in result["accuracy"].items():
         print(f"  {attribute:20s} {_fmt(value, '7.1%')}")
     settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "size")}
-    settings.update(steps=steps_list[0], sampler=samplers[0])
+    settings.update(steps=steps_list[0], sampler=samplers[0], place=args.place)
     return {"eval": "keyframe", "model": args.model, "settings": settings, **result}
 
 
@@ -568,7 +614,9 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
     rows = []
     for sampler in samplers:
         for steps in steps_list:
-            generate = keyframe_model(args.model, steps, args.size, device, sampler, module)
+            generate = keyframe_model(
+                args.model, steps, args.size, device, sampler, module, place=args.place
+            )
             start = time.perf_counter()
             result = eval_keyframe(generate, prompts, args.batch_size, args.seed)
             seconds = time.perf_counter() - start
@@ -614,11 +662,24 @@ def _run_tween(args: argparse.Namespace) -> dict:
             raise UserError(f"model {args.model}: its {own} px frames are too small to judge")
         size = own
     clips = tween_clips(args.clips, size, frames, args.seed)
-    models = {
-        args.model: builtin_tween(args.model, clips)
-        if model is None
-        else model_tween(model, args.steps, args.seed)
-    }
+    if model is None:
+        if args.init is not None or args.init_sigma is not None:
+            raise UserError(f"--init/--init-sigma: only for a trained model, not {args.model}")
+        models = {args.model: builtin_tween(args.model, clips)}
+        inits, init_sigma = None, None
+    else:
+        from interpolate.flow import check_init
+
+        inits = args.init or (model.hparams.sample_init,)
+        init_sigma = model.hparams.sample_init_sigma if args.init_sigma is None else args.init_sigma
+        for kind in inits:
+            check_init(kind, init_sigma)
+        models = {
+            (args.model if len(inits) == 1 else f"{args.model} init={kind}"): model_tween(
+                model, args.steps, args.seed, kind, init_sigma
+            )
+            for kind in inits
+        }
     if not args.no_baselines:
         for name in ("baseline-crossfade", "baseline-flow"):
             models.setdefault(name, builtin_tween(name, clips))
@@ -634,7 +695,7 @@ def _run_tween(args: argparse.Namespace) -> dict:
                 f" {_fmt(row['trajectory_px'], '8.2f')} {_fmt(row['ghosting'], '7.1%')}"
             )
     settings = {"clips": args.clips, "size": size, "frames": frames, "gaps": list(args.gaps)}
-    settings.update(seed=args.seed, steps=args.steps)
+    settings.update(seed=args.seed, steps=args.steps, init=inits, init_sigma=init_sigma)
     return {
         "eval": "tween",
         "model": args.model,

@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sampler", default=None, metavar="NAME", help="euler, euler_ancestral, heun, dpmpp_2m"
     )
+    parser.add_argument(
+        "--place",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="put the subject where the prompt's position words say (top left, center, ...): "
+        "redraw from shifted noise when it lands elsewhere (model default)",
+    )
     parser.add_argument("--num", type=int, default=1, metavar="N", help="number of images")
     parser.add_argument(
         "--size", type=int, default=None, metavar="PX", help="image side (model default)"
@@ -115,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     steps = hp.sample_steps if args.steps is None else args.steps
     guidance = hp.sample_guidance if args.guidance is None else args.guidance
     sampler = hp.sample_sampler if args.sampler is None else args.sampler
+    place = bool(hp.sample_place) if args.place is None else args.place
     size = hp.image_size if args.size is None else args.size
     module.latent_size(size)  # a bad size fails here, before the progress bar
     seed = secrets.randbelow(2**31) if args.seed is None else args.seed
@@ -136,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=seed + start,
                 size=size,
                 callback=lambda info, n=count: bar.update(n),
+                place=place,
             )
             for offset, image in enumerate(images):
                 index = start + offset
@@ -148,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
                     "steps": steps,
                     "guidance": guidance,
                     "sampler": sampler,
+                    "place": place,
                     "size": [size, size],
                 }
                 io.write_sidecar(
@@ -171,5 +181,6 @@ def _command(path: Path, model: str, settings: dict) -> str:
         argv += ["--negative", settings["negative_prompt"]]
     for key in ("seed", "steps", "guidance", "sampler"):
         argv += [f"--{key}", str(settings[key])]
+    argv.append("--place" if settings["place"] else "--no-place")
     argv += ["--size", str(settings["size"][0])]
     return shlex.join(argv)

@@ -345,6 +345,23 @@ def test_eval_tween_runs_a_trained_model(tmp_path, capsys):
     row = report["results"][str(model_dir)]["2"]
     assert row["frames"] == 2 and row["psnr"] < 100.0
 
+    both = tmp_path / "both.json"
+    assert (
+        main([*argv, "--frames", "5", "--no-baselines", "--init", "noise,flow", "--out", str(both)])
+        == 0
+    )
+    report = json.loads(both.read_text())
+    assert list(report["results"]) == [f"{model_dir} init=noise", f"{model_dir} init=flow"]
+    assert (
+        report["settings"]["init"] == ["noise", "flow"] and report["settings"]["init_sigma"] == 0.3
+    )
+    flow_row = report["results"][f"{model_dir} init=flow"]["2"]
+    assert flow_row["psnr"] != report["results"][f"{model_dir} init=noise"]["2"]["psnr"]
+    assert main([*argv, "--init", "warp"]) == 2
+    assert "unknown init 'warp'" in last_error_line(capsys)
+    assert main(["eval", "tween", "--model", "baseline-flow", "--init", "flow"]) == 2
+    assert "only for a trained model" in last_error_line(capsys)
+
     assert main([*argv, "--size", "64"]) == 2
     assert "makes 32 px frames" in last_error_line(capsys)
     small = randomised(InterpolateModule(image_size=16, **tiny)).save_pretrained(tmp_path / "16")

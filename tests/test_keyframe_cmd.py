@@ -50,12 +50,40 @@ def test_images_and_sidecars_that_reproduce_them(model_dir, tmp_path, capsys):
     assert (record["steps"], record["guidance"], record["sampler"]) == (2, 2.0, "dpmpp_2m")
     assert record["size"] == [16, 16] and len(record["model"]["sha256"]) == 64
     assert record["provenance"]["torch"] == torch.__version__
+    assert record["place"] is False and "--no-place" in record["command"]  # the model's default
 
     argv = shlex.split(record["command"])
     assert argv[:2] == ["animatic", "keyframe"]
     argv[argv.index("--out") + 1] = str(tmp_path / "again.png")
     assert main(argv[1:]) == 0
     assert np.array_equal(read_image(tmp_path / "again.png"), images[1])
+
+
+def test_place_is_recorded_and_reproduced(model_dir, tmp_path):
+    out = tmp_path / "placed.png"
+    prompt = "a red circle at the top left"
+    assert (
+        main(
+            [
+                "keyframe",
+                prompt,
+                "--out",
+                str(out),
+                "--model",
+                str(model_dir),
+                "--seed",
+                "2",
+                "--place",
+            ]
+        )
+        == 0
+    )
+    record = json.loads((tmp_path / "placed.png.json").read_text())
+    assert record["place"] is True and "--place" in shlex.split(record["command"])
+    argv = shlex.split(record["command"])
+    argv[argv.index("--out") + 1] = str(tmp_path / "again.png")
+    assert main(argv[1:]) == 0
+    assert np.array_equal(read_image(tmp_path / "again.png"), read_image(out))
 
 
 def test_negative_prompt_and_sampler_are_used_and_recorded(model_dir, tmp_path):

@@ -1,0 +1,112 @@
+"""Subject placement by position words: the prompt parser, the subject finder, the noise roll,
+and KeyframeModule.sample's placement loop."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from keyframe import layout
+from keyframe.errors import UserError
+from keyframe.pixels import from_uint8, to_uint8
+from tests.test_keyframe_module import randomised, tiny_module
+
+THIRD = 1 / 6
+
+
+@pytest.mark.parametrize(
+    ("prompt", "places"),
+    [
+        ("a large red circle at the top left on a navy background", [(THIRD, THIRD)]),
+        ("a small yellow square on the left on a teal background", [(THIRD, 0.5)]),
+        ("a cat in the Centre", [(0.5, 0.5)]),
+        ("at the top, and at the bottom right", [(0.5, THIRD), (5 * THIRD, 5 * THIRD)]),
+        ("a leftover rightmost topping", []),  # whole words only
+        ("a red circle", []),
+    ],
+)
+def test_prompt_places_reads_position_phrases_in_order(prompt, places):
+    found = layout.prompt_places(prompt)
+    assert len(found) == len(places)
+    assert all(f == pytest.approx(p) for f, p in zip(found, places, strict=True))
+
+
+def _disc(size: int, x: float, y: float, radius: int, colour=(230, 40, 40), image=None):
+    if image is None:
+        image = np.full((size, size, 3), (20, 30, 80), np.uint8)
+    cv2.circle(image, (round(x * size - 0.5), round(y * size - 0.5)), radius, colour, -1)
+    return image
+
+
+def test_subject_centre_finds_the_largest_region_off_the_background():
+    image = _disc(64, 0.7, 0.25, 8)
+    assert layout.subject_centre(image) == pytest.approx((0.7, 0.25), abs=1 / 64)
+    both = _disc(64, 0.2, 0.8, 3, (250, 250, 250), image.copy())
+    assert layout.subject_centre(both) == pytest.approx((0.7, 0.25), abs=1 / 64)
+    assert layout.subject_centre(np.full((32, 32, 3), 90, np.uint8)) is None
+
+
+def test_cell_distance_is_zero_inside_the_cell_and_grows_outside():
+    assert layout.cell_distance((0.3, 0.1), (THIRD, THIRD)) == 0.0
+    assert layout.cell_distance((0.5, 0.1), (THIRD, THIRD)) == pytest.approx(0.5 - 2 * THIRD)
+    assert layout.cell_distance((0.9, 0.9), (THIRD, THIRD)) > layout.cell_distance(
+        (0.5, 0.5), (THIRD, THIRD)
+    )
+
+
+def test_roll_moves_content_to_the_target_the_short_way_round():
+    noise = torch.zeros(4, 16, 16)
+    noise[:, 13, 2] = 1.0  # content at x = 2.5/16, y = 13.5/16
+    rolled = layout.roll_to(noise, (2.5 / 16, 13.5 / 16), (5 * THIRD, THIRD))
+    y, x = divmod(int(rolled[0].argmax()), 16)
+    assert abs((x + 0.5) / 16 - 5 * THIRD) < 1 / 16 and abs((y + 0.5) / 16 - THIRD) < 1 / 16
+    assert torch.equal(rolled.sum(), noise.sum())
+
+
+def test_placement_loop_moves_a_subject_with_an_equivariant_model():
+    """A "model" whose image is its noise (pixel space): one roll must land each subject in its
+    cell, prompts without a place keep their draw, and the redraw covers only the moved ones."""
+    model = tiny_module()
+    noise = torch.full((3, 3, 16, 16), -0.7)
+    noise[:, 0, 12:15, 12:15] = 0.9  # a red square in the bottom right of every sample
+    prompts = ["a red square at the top left", "a red square", "a red square at the bottom right"]
+    calls = []
+
+    def draw(x, index=None):
+        calls.append(index)
+        return x.clone()
+
+    placed = model._place(draw, noise.clone(), noise.clone(), prompts)
+    assert calls == [[0]]  # only the first is outside its cell
+    assert torch.equal(placed[1:], noise[1:])
+    centre = layout.subject_centre(to_uint8(placed[:1])[0])
+    assert layout.cell_distance(centre, (THIRD, THIRD)) == 0.0
+
+
+def test_place_changes_nothing_without_position_words_and_refuses_anchors():
+    model = randomised(tiny_module())
+    prompts = ["a red circle", "a small green triangle"]
+    plain = model.sample(prompts, seed=3, place=False)
+    assert torch.equal(model.sample(prompts, seed=3, place=True), plain)
+    placed = model.sample(["a red circle at the top left"], seed=3, place=True)
+    assert placed.shape == (1, 3, 16, 16) and placed.isfinite().all()
+    with pytest.raises(UserError, match="place: cannot be combined with an anchor"):
+        model.sample(prompts, seed=3, anchor=0, place=True)
+
+
+def test_sample_place_hyperparameter_is_the_default_unless_anchored():
+    model = randomised(tiny_module(sample_place=True))
+    prompt = ["a red circle at the bottom right", "a blue square on the left"]
+    assert torch.equal(model.sample(prompt, seed=5), model.sample(prompt, seed=5, place=True))
+    anchored = model.sample(prompt, seed=5, anchor=0)  # placement off, no error
+    assert anchored.shape == (2, 3, 16, 16)
+
+
+def test_pixels_round_trip_and_clip():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    images = from_uint8(frames)
+    assert images.shape == (2, 3, 5, 7) and images.min() >= -1 and images.max() <= 1
+    assert np.array_equal(to_uint8(images), frames)
+    assert to_uint8(torch.tensor([-3.0, 3.0]).view(1, 2, 1, 1)).ravel().tolist() == [0, 255]

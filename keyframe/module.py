@@ -562,6 +562,8 @@ class KeyframeModule(L.LightningModule):
         best = latents.clone()
         miss = dict.fromkeys(range(len(prompts)), float("inf"))
         todo = [i for i, t in enumerate(targets) if t is not None]
+        if not todo:
+            return latents
         current = latents[todo]  # the latents of the samples in `todo`, in its order
         for round_ in range(PLACE_ROUNDS + 1):
             images = to_uint8(self.autoencoder.decode(current))

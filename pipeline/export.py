@@ -26,14 +26,15 @@ STAGES = ("keyframe", "interpolate", "autoencoder")
 
 
 def swap_decoder(module: torch.nn.Module, ae: Autoencoder, where: str) -> None:
-    """Give `module` the weights of `ae`, whose encoder and latent scale must equal its own."""
+    """Give `module` the weights of `ae`, whose encoder and latent scale must equal its own
+    (compared as fp16, so a shipped fp16 model takes a decoder from its fp32 training run)."""
     own = module.autoencoder
     if own.config() != ae.config():
         raise UserError(
             f"{where}: autoencoder config {ae.config()} differs from the model's {own.config()} "
             "(the decoder must come from a run with freeze_encoder on the model's autoencoder)"
         )
-    key = first_different_weight(own, ae, prefix="encoder.")
+    key = first_different_weight(own, ae, prefix="encoder.", fp16=True)
     if key is not None:
         raise UserError(
             f"{where}: encoder weight {key} differs from the model's: the latent spaces differ "

@@ -57,6 +57,24 @@ def test_export_writes_the_model_and_swaps_in_a_decoder(checkpoint, tmp_path, ca
     assert "already exists" in capsys.readouterr().err
 
 
+def test_an_fp16_export_takes_a_decoder_from_its_fp32_run(checkpoint, tmp_path):
+    """The shipped fp16 model keeps its encoder rounded; the decoder run's fp32 encoder is the
+    same latent space and must be accepted, while the decoder comes in (rounded to fp16)."""
+    ckpt, module = checkpoint
+    shipped = export("keyframe", ckpt, tmp_path / "fp16")  # fp16 by default
+    tuned = _autoencoder(0)
+    tuned.load_state_dict(module.autoencoder.state_dict())  # the fp32 encoder
+    with torch.no_grad():
+        for p in tuned.decoder.parameters():
+            p.add_(0.01)
+    tuned_dir = save_autoencoder(tuned, tmp_path / "tuned", fp16=False)
+    export("keyframe", shipped, tmp_path / "swapped", autoencoder=tuned_dir)
+    loaded = from_pretrained(tmp_path / "swapped").autoencoder.state_dict()
+    for key, value in tuned.state_dict().items():
+        if key.startswith("decoder."):
+            assert torch.equal(loaded[key], value.half().float()), key
+
+
 def test_a_decoder_from_another_latent_space_is_refused(checkpoint, tmp_path, capsys):
     ckpt, _ = checkpoint
     other = save_autoencoder(_autoencoder(1), tmp_path / "other")

@@ -496,20 +496,19 @@ class InterpolateModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            if init is None:
-                out = run_sampler(
-                    denoise, noise, steps, sampler, generator=generator, callback=callback
-                )
-            else:
+            refine = {}
+            if init is not None:
                 check_init("flow", init_sigma)
                 start = rearrange(init.to(device).float(), "f c h w -> 1 c f h w")
                 if start.shape != known_latents.shape:
                     raise ValueError(f"init: expected {tuple(known_latents.shape)} latents")
-                out = run_sampler(
-                    denoise, noise, steps, sampler, sigma_max=float(init_sigma),
-                    generator=generator, callback=callback,
-                    init=torch.where(mask, known_latents, start),
-                )  # fmt: skip
+                refine = {
+                    "sigma_max": float(init_sigma),
+                    "init": torch.where(mask, known_latents, start),
+                }
+            out = run_sampler(
+                denoise, noise, steps, sampler, generator=generator, callback=callback, **refine
+            )
         finally:
             self.train(was_training)
         out = torch.where(mask, known_latents, out)

@@ -214,15 +214,11 @@ class _ImageScores:
     def flush(self) -> None:
         if not self.pending:
             return
-        import torch
-
         from keyframe.autoencoder import psnr, ssim
+        from keyframe.pixels import from_uint8
 
-        def unit(frames: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-        got = unit(np.concatenate([g for g, _ in self.pending]))
-        truth = unit(np.concatenate([t for _, t in self.pending]))
+        got = from_uint8(np.concatenate([g for g, _ in self.pending]))
+        truth = from_uint8(np.concatenate([t for _, t in self.pending]))
         self.pending = []
         self.psnr += float(psnr(got, truth)) * len(got)
         self.ssim += float(ssim(got, truth)) * len(got)
@@ -329,17 +325,14 @@ def eval_autoencoder(ae, stills: list[tuple[str, Scene]], clips: Sequence[Clip],
     import torch
 
     from keyframe.autoencoder import reconstruction_metrics
-
-    def tensor(images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    from keyframe.pixels import from_uint8, to_uint8
 
     images = np.stack([render_still(scene, size) for _, scene in stills])
     frames = np.concatenate([clip.frames for clip in clips])
     with torch.no_grad():
-        still_scores = reconstruction_metrics(ae, tensor(images))
-        clip_scores = reconstruction_metrics(ae, tensor(frames))
-        rec = ae.decode(ae.encode(tensor(images)))
-    rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        still_scores = reconstruction_metrics(ae, from_uint8(images))
+        clip_scores = reconstruction_metrics(ae, from_uint8(frames))
+        rec = to_uint8(ae.decode(ae.encode(from_uint8(images))))
     verdicts = [judge(image, caption) for image, (caption, _) in zip(rec, stills, strict=True)]
     return {
         "stills": {**still_scores, "count": len(stills)},
@@ -450,28 +443,27 @@ def _int_list(text: str) -> tuple[int, ...]:
     return _numbers(text, 1, "numbers like 5,10,20", "expected numbers of at least 1")
 
 
+def _choice_list(text: str, choices: Sequence[str], noun: str) -> tuple[str, ...]:
+    """Comma-separated names, each one of `choices` (an argparse error names the first other)."""
+    names = tuple(part.strip() for part in text.split(","))
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {noun} {unknown[0]!r}; expected {', '.join(choices)}"
+        )
+    return names
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     from keyframe.sampling import SAMPLERS
 
-    names = tuple(part.strip() for part in text.split(","))
-    unknown = [n for n in names if n not in SAMPLERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown sampler {unknown[0]!r}; expected {', '.join(sorted(SAMPLERS))}"
-        )
-    return names
+    return _choice_list(text, sorted(SAMPLERS), "sampler")
 
 
 def _init_list(text: str) -> tuple[str, ...]:
     from interpolate.flow import INIT_KINDS
 
-    kinds = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
-    unknown = [k for k in kinds if k not in INIT_KINDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown init {unknown[0]!r}; expected {', '.join(INIT_KINDS)}"
-        )
-    return kinds
+    return tuple(dict.fromkeys(_choice_list(text, INIT_KINDS, "init")))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from einops import rearrange
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from keyframe.errors import UserError
@@ -76,29 +77,51 @@ def ensure_cache(path: str | Path, identity: dict[str, str], build, verbose: boo
     return path
 
 
+def _reader_workers() -> int:
+    """Processes that read and decode files while the autoencoder encodes (one core for it)."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
 @torch.no_grad()
 def encode_images(ae, dataset: Dataset, flip: bool, batch_size: int, device) -> dict:
     """Latents of every image of an unflipped ImageCaptionDataset (and of its mirror images)."""
     out: dict[str, list[torch.Tensor]] = {"latents": [], "mirrored": []}
-    for start in tqdm(range(0, len(dataset), batch_size), desc="caching latents", unit="batch"):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        images = torch.stack([item["image"] for item in items]).to(device)
+    batches = DataLoader(dataset, batch_size=batch_size, num_workers=_reader_workers())
+    for batch in tqdm(batches, desc="caching latents", unit="batch"):
+        images = batch["image"].to(device)
         out["latents"].append(ae.encode(images).half().cpu())
         if flip:
             out["mirrored"].append(ae.encode(images.flip(-1)).half().cpu())
     return {k: torch.cat(v).contiguous() for k, v in out.items() if v}
 
 
+class _DecodedClips(Dataset):
+    """Every frame of each clip as (f, c, h, w) in [-1, 1], decoded in loader workers."""
+
+    def __init__(self, records: Sequence[dict], size: int, mode: str):
+        self.records, self.size, self.mode = records, size, mode
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from keyframe.data import read_video, resize_frames, to_tensor
+
+        video = read_video(self.records[index]["path"])
+        return rearrange(
+            to_tensor(resize_frames(video, self.size, self.mode)), "c f h w -> f c h w"
+        )
+
+
 @torch.no_grad()
 def encode_clips(ae, records: Sequence[dict], size: int, mode: str, device) -> dict:
     """Latents (f, c, h, w) of every frame of every clip, one tensor per clip."""
-    from keyframe.data import read_video, resize_frames, to_tensor
-
+    clips = DataLoader(
+        _DecodedClips(records, size, mode), batch_size=None, num_workers=_reader_workers()
+    )
     out = {}
-    for i, record in enumerate(tqdm(records, desc="caching latents", unit="clip")):
-        video = to_tensor(resize_frames(read_video(record["path"]), size, mode))  # c f h w
-        frames = rearrange(video, "c f h w -> f c h w").to(device)
-        out[f"clip{i}"] = ae.encode(frames).half().cpu().contiguous()
+    for i, frames in enumerate(tqdm(clips, desc="caching latents", unit="clip")):
+        out[f"clip{i}"] = ae.encode(frames.to(device)).half().cpu().contiguous()
     return out
 
 

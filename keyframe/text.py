@@ -29,6 +29,16 @@ def clip_tokenizer() -> SimpleTokenizer:
     return SimpleTokenizer()
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def token_row(prompt: str) -> tuple[int, ...]:
+    """A prompt's CLIP token ids with start and end tokens, untruncated; memoised, since a
+    training set repeats its captions every epoch (BPE is the slow part of a large batch)."""
+    tokenizer = clip_tokenizer()
+    # Lone surrogates (from bad decoding upstream) cannot be UTF-8 encoded: replace them.
+    clean = prompt.encode("utf-8", errors="replace").decode("utf-8")
+    return (tokenizer.sot_token_id, *tokenizer.encode(clean), tokenizer.eot_token_id)
+
+
 def _model_config(model_name: str) -> dict[str, Any]:
     """An open_clip model config by registered name (e.g. 'ViT-B-32') or from a local JSON file."""
     if model_name.endswith(".json") and os.path.isfile(model_name):
@@ -189,25 +199,23 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (b, L) long and mask (b, L) bool, on the module's device."""
-        tokenizer = clip_tokenizer()
         length = self.context_length
-        ids = torch.zeros(len(prompts), length, dtype=torch.long)
-        mask = torch.zeros(len(prompts), length, dtype=torch.bool)
+        rows, lengths = [], []
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
                 raise UserError(f"prompt {i}: expected text, got {type(prompt).__name__}")
-            # Lone surrogates (from bad decoding upstream) cannot be UTF-8 encoded: replace them.
-            clean = prompt.encode("utf-8", errors="replace").decode("utf-8")
-            row = [tokenizer.sot_token_id, *tokenizer.encode(clean), tokenizer.eot_token_id]
+            row = token_row(prompt)
             if len(row) > length:
                 warnings.warn(
                     f"prompt truncated to {length} tokens: {prompt[:80]!r}"
                     + ("..." if len(prompt) > 80 else ""),
                     stacklevel=2,
                 )
-                row = [*row[: length - 1], tokenizer.eot_token_id]
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = True
+                row = (*row[: length - 1], row[-1])
+            rows.append(row + (0,) * (length - len(row)))
+            lengths.append(len(row))
+        ids = torch.tensor(rows, dtype=torch.long).reshape(len(prompts), length)
+        mask = torch.arange(length) < torch.tensor(lengths, dtype=torch.long)[:, None]
         return ids.to(self.device), mask.to(self.device)
 
     def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

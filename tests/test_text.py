@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from keyframe.errors import UserError
-from keyframe.text import TextEncoder, clip_tokenizer
+from keyframe.text import TextEncoder, clip_tokenizer, token_row
 
 TINY_CLIP = {
     "embed_dim": 16,
@@ -122,6 +122,24 @@ def test_long_prompts_are_truncated_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         enc(["short prompts do not warn"])
+
+
+def test_tokens_match_the_clip_tokenizer_and_repeats_come_from_the_cache():
+    enc = tiny()
+    prompts = [
+        "a small green triangle at the top left",
+        "",
+        "a small green triangle at the top left",
+    ]
+    ids, mask = enc.tokenize(prompts)
+    tok = clip_tokenizer()
+    for i, prompt in enumerate(prompts):
+        row = [tok.sot_token_id, *tok.encode(prompt), tok.eot_token_id]
+        assert ids[i, : len(row)].tolist() == row and mask[i].sum() == len(row)
+        assert not ids[i, len(row) :].any()
+    hits = token_row.cache_info().hits
+    enc.tokenize(prompts)
+    assert token_row.cache_info().hits == hits + len(prompts)
 
 
 @pytest.mark.parametrize(

@@ -474,11 +474,11 @@ class KeyframeModule(L.LightningModule):
         values and starts from noise sharing `noise_share` of the anchor's; anchors come out as
         they would alone.
 
-        `place` puts the subject of each prompt with one position phrase ("at the top left",
-        "on the right", ...) in that cell of a 3x3 grid (`keyframe.layout`): where an image's
-        subject lands elsewhere, its noise is rolled to move it there and the image drawn again,
-        up to PLACE_ROUNDS times (the image nearest the cell is kept). Not with `anchor`;
-        None: the sample_place hyperparameter (off when anchored).
+        `place` puts each subject a prompt places ("a red circle at the top left", "... and a
+        blue square on the right") in that cell of a 3x3 grid (`keyframe.layout`): where an
+        image's subject lands elsewhere, or is drawn twice, its patch of noise is moved (or
+        drawn afresh) and the image drawn again, up to PLACE_ROUNDS times (the best draw is
+        kept). Not with `anchor`; None: the sample_place hyperparameter (off when anchored).
         """
         hp = self.hparams
         prompts = _prompt_list(prompts, "prompt")
@@ -542,7 +542,7 @@ class KeyframeModule(L.LightningModule):
 
             latents = draw(start)
             if place:
-                latents = self._place(draw, start, latents, prompts)
+                latents = self._place(draw, start, latents, prompts, generator)
             images = self.autoencoder.decode(latents)
         finally:
             self.train(was_training)
@@ -554,30 +554,30 @@ class KeyframeModule(L.LightningModule):
         noise: torch.Tensor,
         latents: torch.Tensor,
         prompts: Sequence[str],
+        generator: Generator = None,
     ) -> torch.Tensor:
-        """`latents` drawn from `noise`, redrawn from rolled noise where a one-place prompt's
-        subject is outside its cell (see `sample`); each sample keeps its best round."""
-        found = [layout.prompt_places(p) for p in prompts]
-        targets = [places[0] if len(places) == 1 else None for places in found]
-        best = latents.clone()
-        miss = dict.fromkeys(range(len(prompts)), float("inf"))
-        todo = [i for i, t in enumerate(targets) if t is not None]
+        """`latents` drawn from `noise`, redrawn where a prompt's placed subjects are outside
+        their cells or drawn twice, from noise with their patches moved (see `sample`); each
+        sample keeps its best round. `generator`: fresh noise for removed copies."""
+        plans = [layout.prompt_subjects(p) for p in prompts]
+        todo = [i for i, subjects in enumerate(plans) if subjects]
         if not todo:
             return latents
+        best = latents.clone()
+        score = dict.fromkeys(todo, float("inf"))
         current = latents[todo]  # the latents of the samples in `todo`, in its order
         for round_ in range(PLACE_ROUNDS + 1):
             images = to_uint8(self.autoencoder.decode(current))
             redo = []
             for row, (image, i) in enumerate(zip(images, todo, strict=True)):
-                centre = layout.subject_centre(image)
-                if centre is None:
-                    continue
-                off = layout.cell_distance(centre, targets[i])
-                if off < miss[i]:
-                    miss[i] = off
+                fit = layout.fit_subjects(plans[i], layout.subject_regions(image))
+                if fit.score < score[i]:
+                    score[i] = fit.score
                     best[i] = current[row]
-                if off > 0 and round_ < PLACE_ROUNDS:
-                    noise[i] = layout.roll_to(noise[i], centre, targets[i])
+                if fit.score > 0 and round_ < PLACE_ROUNDS:
+                    own = generator[i] if isinstance(generator, Sequence) else generator
+                    moved = layout.move_subjects(noise[i].cpu(), fit, own)
+                    noise[i] = moved.to(noise)
                     redo.append(i)
             if not redo:
                 break

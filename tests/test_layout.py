@@ -33,6 +33,18 @@ def test_prompt_places_reads_position_phrases_in_order(prompt, places):
     assert all(f == pytest.approx(p) for f, p in zip(found, places, strict=True))
 
 
+def test_prompt_subjects_take_the_colour_word_of_their_own_clause():
+    two = layout.prompt_subjects(
+        "a small blue square at the top right and a large yellow circle at the bottom left "
+        "on a pink background"
+    )
+    assert [s.place for s in two] == [layout.PLACES["top right"], layout.PLACES["bottom left"]]
+    assert [s.colour for s in two] == [layout.COLOUR_WORDS["blue"], layout.COLOUR_WORDS["yellow"]]
+    (plain,) = layout.prompt_subjects("a cat at the top on a red background")
+    assert plain.colour is None  # the background's colour comes after the place
+    assert layout.prompt_subjects("a red circle on a navy background") == []
+
+
 def _disc(size: int, x: float, y: float, radius: int, colour=(230, 40, 40), image=None):
     if image is None:
         image = np.full((size, size, 3), (20, 30, 80), np.uint8)
@@ -46,6 +58,64 @@ def test_subject_centre_finds_the_largest_region_off_the_background():
     both = _disc(64, 0.2, 0.8, 3, (250, 250, 250), image.copy())
     assert layout.subject_centre(both) == pytest.approx((0.7, 0.25), abs=1 / 64)
     assert layout.subject_centre(np.full((32, 32, 3), 90, np.uint8)) is None
+
+
+def test_subject_regions_are_listed_largest_first_with_their_colour_and_size():
+    image = _disc(64, 0.25, 0.25, 4, (240, 210, 40))
+    image = _disc(64, 0.75, 0.7, 9, (40, 90, 230), image)
+    image[60, 60] = (250, 250, 250)  # a speck
+    big, small = layout.subject_regions(image)
+    assert big.centre == pytest.approx((0.75, 0.7), abs=1 / 64)
+    assert small.centre == pytest.approx((0.25, 0.25), abs=1 / 64)
+    assert np.allclose(big.colour, (40, 90, 230), atol=3) and big.radius == pytest.approx(
+        9 / 64, rel=0.1
+    )
+    assert small.area < big.area
+
+
+def _region(x, y, colour, radius=0.1):
+    return layout.Region((x, y), radius, colour, np.pi * radius**2)
+
+
+def test_fit_matches_subjects_by_colour_before_distance_and_scores_misses_and_copies():
+    blue, yellow = layout.COLOUR_WORDS["blue"], layout.COLOUR_WORDS["yellow"]
+    subjects = [
+        layout.Subject((5 * THIRD, THIRD), blue),
+        layout.Subject((THIRD, 5 * THIRD), yellow),
+    ]
+    # the yellow one is drawn near the blue one's cell and vice versa
+    swapped = [_region(0.2, 0.8, blue), _region(0.8, 0.2, yellow)]
+    fit = layout.fit_subjects(subjects, swapped)
+    assert [r.colour for _, r in fit.pairs] == [blue, yellow] and fit.extras == ()
+    assert fit.score == pytest.approx(2 * (5 * THIRD - 0.2 - THIRD))  # both a cell and more off
+    placed = [_region(0.8, 0.2, blue), _region(0.2, 0.8, yellow)]
+    assert layout.fit_subjects(subjects, placed).score == 0
+    missing = layout.fit_subjects(subjects, placed[:1])
+    assert missing.pairs[1][1] is None and missing.score == layout.MISSING_COST
+    copy = layout.fit_subjects(subjects[:1], [*placed[:1], _region(0.5, 0.5, blue)])
+    assert len(copy.extras) == 1 and copy.score == layout.MISSING_COST
+    speck = layout.fit_subjects(subjects[:1], [*placed[:1], _region(0.5, 0.5, blue, 0.01)])
+    assert speck.extras == () and speck.score == 0
+
+
+def test_move_subjects_swaps_patches_and_redraws_copies():
+    noise = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(0))
+    subject = layout.Subject((5 * THIRD, THIRD))
+    far = layout.Fit(((subject, _region(2.5 / 16, 13.5 / 16, (0, 0, 0))),), (), 1.0)
+    moved = layout.move_subjects(noise, far)
+    assert torch.equal(moved[:, 0:5, 11:16], noise[:, 11:16, 0:5])  # source patch on the cell
+    assert torch.equal(moved[:, 11:16, 0:5], noise[:, 0:5, 11:16])
+    assert torch.equal(moved.flatten().sort().values, noise.flatten().sort().values)
+    near = layout.Fit(((subject, _region(0.55, 0.25, (0, 0, 0))),), (), 0.1)
+    shifted = layout.move_subjects(noise, near)  # overlapping patches: still a permutation
+    assert torch.equal(shifted.flatten().sort().values, noise.flatten().sort().values)
+    assert torch.equal(shifted[:, 0:5, 11:16], noise[:, 2:7, 6:11])
+    placed = layout.Fit(
+        ((subject, _region(0.8, 0.2, (0, 0, 0))),), (_region(0.2, 0.8, (0, 0, 0)),), 1.0
+    )
+    fresh = layout.move_subjects(noise, placed, torch.Generator().manual_seed(1))
+    changed = (fresh != noise).any(0)
+    assert changed[10:15, 1:6].all() and changed.sum() == 25
 
 
 def test_cell_distance_is_zero_inside_the_cell_and_grows_outside():
@@ -83,6 +153,21 @@ def test_placement_loop_moves_a_subject_with_an_equivariant_model():
     assert torch.equal(placed[1:], noise[1:])
     centre = layout.subject_centre(to_uint8(placed[:1])[0])
     assert layout.cell_distance(centre, (THIRD, THIRD)) == 0.0
+
+
+def test_placement_loop_moves_two_subjects_to_their_own_cells():
+    """Pixel-space "model" again: a blue and a yellow square, each drawn in the other's cell,
+    end up in their own after one swap each."""
+    model = tiny_module()
+    noise = torch.full((1, 3, 16, 16), -0.7)
+    blue, yellow = torch.tensor([-0.7, -0.3, 0.8]), torch.tensor([0.9, 0.7, -0.7])
+    noise[0, :, 1:4, 12:15] = yellow[:, None, None]  # yellow at the top right
+    noise[0, :, 12:15, 1:4] = blue[:, None, None]  # blue at the bottom left
+    prompt = ["a blue square at the top right and a yellow square at the bottom left"]
+    placed = model._place(lambda x, index=None: x.clone(), noise.clone(), noise.clone(), prompt)
+    regions = layout.subject_regions(to_uint8(placed)[0])
+    fit = layout.fit_subjects(layout.prompt_subjects(prompt[0]), regions)
+    assert len(regions) == 2 and fit.score == 0
 
 
 def test_place_changes_nothing_without_position_words_and_refuses_anchors():

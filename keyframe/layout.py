@@ -204,8 +204,9 @@ def patch_radius(region: Region, size: int) -> int:
 def move_subjects(
     noise: torch.Tensor, fit: Fit, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Noise (c, h, w) with each misplaced subject's patch swapped with its cell's patch and
-    each extra copy's patch drawn afresh (from `generator`)."""
+    """Noise (c, h, w) with each misplaced subject's patch swapped with its cell's patch, and
+    fresh noise (from `generator`) on each extra copy's patch and on the cell of each subject
+    that was not drawn at all."""
     c, h, w = noise.shape
     out = noise.reshape(c, h * w).clone()
     largest = (min(h, w) - 1) // 2  # a wider patch would wrap onto itself
@@ -228,24 +229,9 @@ def move_subjects(
         vacated, covered = left[~torch.isin(left, landed)], landed[~torch.isin(landed, left)]
         k = min(len(vacated), len(covered))
         out[:, vacated[:k]] = flat[:, covered[:k]]
-    for region in fit.extras:
-        index = _patch(region.centre, radius(region), h, w)
+    redraw = [_patch(r.centre, radius(r), h, w) for r in fit.extras]
+    redraw += [_patch(s.place, min(2, largest), h, w) for s, r in fit.pairs if r is None]
+    for index in redraw:
         fresh = torch.randn((c, len(index)), generator=generator)
         out[:, index] = fresh.to(out)
     return out.reshape(c, h, w)
-
-
-def roll_to(
-    noise: torch.Tensor, current: tuple[float, float], target: tuple[float, float]
-) -> torch.Tensor:
-    """Noise (..., h, w) rolled by whole latent pixels so content at `current` moves to `target`
-    (both (x, y) in [0, 1]); the shortest way round, since the roll wraps."""
-    h, w = noise.shape[-2:]
-
-    def shift(a: float, b: float, n: int) -> int:
-        s = round((b - a) * n) % n
-        return s - n if s > n // 2 else s
-
-    return torch.roll(
-        noise, (shift(current[1], target[1], h), shift(current[0], target[0], w)), dims=(-2, -1)
-    )

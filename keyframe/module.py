@@ -37,7 +37,7 @@ from keyframe.text import TextEncoder
 from keyframe.unet import UNet
 
 MAX_SAMPLE_STEPS = 1000
-PLACE_ROUNDS = 2  # previews per placed image: one to place, one to check and correct
+PLACE_ROUNDS = 3  # redraws at most per placed image (the best draw is kept)
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0  # validation noise and sample grids use fixed seeds, so runs compare step to step
 

@@ -1,4 +1,4 @@
-"""Subject placement by position words: the prompt parser, the subject finder, the noise roll,
+"""Subject placement by position words: the prompt parser, the subject finder, the noise moves,
 and KeyframeModule.sample's placement loop."""
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def test_move_subjects_swaps_patches_and_redraws_copies():
     fresh = layout.move_subjects(noise, placed, torch.Generator().manual_seed(1))
     changed = (fresh != noise).any(0)
     assert changed[10:15, 1:6].all() and changed.sum() == 25
+    missing = layout.Fit(((subject, None),), (), layout.MISSING_COST)
+    changed = (layout.move_subjects(noise, missing) != noise).any(0)
+    assert changed[0:5, 11:16].all() and changed.sum() == 25  # a fresh start in its cell
 
 
 def test_cell_distance_is_zero_inside_the_cell_and_grows_outside():
@@ -126,17 +129,8 @@ def test_cell_distance_is_zero_inside_the_cell_and_grows_outside():
     )
 
 
-def test_roll_moves_content_to_the_target_the_short_way_round():
-    noise = torch.zeros(4, 16, 16)
-    noise[:, 13, 2] = 1.0  # content at x = 2.5/16, y = 13.5/16
-    rolled = layout.roll_to(noise, (2.5 / 16, 13.5 / 16), (5 * THIRD, THIRD))
-    y, x = divmod(int(rolled[0].argmax()), 16)
-    assert abs((x + 0.5) / 16 - 5 * THIRD) < 1 / 16 and abs((y + 0.5) / 16 - THIRD) < 1 / 16
-    assert torch.equal(rolled.sum(), noise.sum())
-
-
-def test_placement_loop_moves_a_subject_with_an_equivariant_model():
-    """A "model" whose image is its noise (pixel space): one roll must land each subject in its
+def test_placement_loop_moves_a_subject_in_a_pixel_space_model():
+    """A "model" whose image is its noise (pixel space): one move must land each subject in its
     cell, prompts without a place keep their draw, and the redraw covers only the moved ones."""
     model = tiny_module()
     noise = torch.full((3, 3, 16, 16), -0.7)

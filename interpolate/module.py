@@ -522,16 +522,19 @@ class InterpolateModule(L.LightningModule):
         fp16: bool = True,
         overwrite: bool = False,
         shared_autoencoder: str | None = None,
+        int8: bool = False,
     ) -> Path:
         """Write the sampling weights and config in the keyframe stage's layout (see
         keyframe/pretrained.py): `model.safetensors` (EMA network as `net.*`, text tower as
         `text.*`, autoencoder as `autoencoder.*` unless `shared_autoencoder` names the shipped
-        keyframe model it comes from; fp16 if asked) and `config.json`, atomically."""
+        keyframe model it comes from; fp16 if asked, int8 weight matrices if `int8`) and
+        `config.json`, atomically."""
         names = inspect.signature(InterpolateModule).parameters
         hparams = {k: v for k, v in self.hparams.items() if k in names}
         return pretrained.write_pretrained(
-            directory, self, "InterpolateModule", hparams, fp16, overwrite, shared_autoencoder
-        )
+            directory, self, "InterpolateModule", hparams, fp16, overwrite, shared_autoencoder,
+            int8,
+        )  # fmt: skip
 
     @classmethod
     def from_pretrained(

@@ -51,14 +51,18 @@ def export(
     fp16: bool = True,
     overwrite: bool = False,
     share_autoencoder: str | None = None,
+    int8: bool = False,
 ) -> Path:
     """Write the inference folder of a `stage` checkpoint to `out`; returns `out`.
-    `share_autoencoder`: leave the autoencoder out, loading it from that shipped keyframe model."""
+    `share_autoencoder`: leave the autoencoder out, loading it from that shipped keyframe model.
+    `int8`: store the diffusion networks' weight matrices as int8 (keyframe.int8)."""
     if stage not in STAGES:
         raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
     if stage == "autoencoder":
-        if autoencoder is not None or share_autoencoder is not None:
-            raise UserError("--autoencoder/--share-autoencoder: for keyframe and interpolate")
+        if autoencoder is not None or share_autoencoder is not None or int8:
+            raise UserError(
+                "--autoencoder/--share-autoencoder/--int8: for keyframe and interpolate"
+            )
         return save_autoencoder(load_autoencoder(checkpoint), out, fp16=fp16, overwrite=overwrite)
     if stage == "keyframe":
         from keyframe.pretrained import from_pretrained, save_pretrained
@@ -72,7 +76,10 @@ def export(
         write = InterpolateModule.save_pretrained
     if autoencoder is not None:
         swap_decoder(module, load_autoencoder(autoencoder), str(autoencoder))
-    return write(module, out, fp16=fp16, overwrite=overwrite, shared_autoencoder=share_autoencoder)
+    return write(
+        module, out, fp16=fp16, overwrite=overwrite, shared_autoencoder=share_autoencoder,
+        int8=int8,
+    )  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,13 +95,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave the autoencoder out: it is the one inside shipped keyframe model NAME",
     )
     parser.add_argument("--fp32", action="store_true", help="keep float32 weights (default fp16)")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="store the diffusion networks' weight matrices as int8 with per-channel scales "
+        "(about half the size; the rest fp16)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
 
 
 def run(args: argparse.Namespace) -> int:
     out = export(
         args.stage, args.checkpoint, args.out, args.autoencoder, not args.fp32, args.overwrite,
-        args.share_autoencoder,
+        args.share_autoencoder, args.int8,
     )  # fmt: skip
     size = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file())
     print(f"exported {args.stage} {args.checkpoint} -> {out} ({size / 2**20:.1f} MiB)")

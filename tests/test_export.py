@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from keyframe import pretrained
+from keyframe import int8, pretrained
 from keyframe.autoencoder import FrameAutoencoder, load_autoencoder, save_autoencoder
 from keyframe.errors import UserError
 from keyframe.pretrained import from_pretrained, save_pretrained
@@ -125,3 +126,43 @@ def test_a_shared_autoencoder_ships_once(checkpoint, tmp_path, monkeypatch, caps
     )
     with pytest.raises(UserError, match="shipped one differs"):
         save_pretrained(other, tmp_path / "bad", shared_autoencoder="toy")
+
+
+def test_int8_export_is_smaller_and_samples_like_fp16(checkpoint, tmp_path, capsys):
+    ckpt, module = checkpoint
+    assert main(["export", "keyframe", str(ckpt), "--out", str(tmp_path / "fp16")]) == 0
+    assert main(["export", "keyframe", str(ckpt), "--out", str(tmp_path / "q"), "--int8"]) == 0
+    size = {d: (tmp_path / d / pretrained.WEIGHTS_NAME).stat().st_size for d in ("fp16", "q")}
+    assert size["q"] < 0.75 * size["fp16"]
+    stored = load_file(str(tmp_path / "q" / pretrained.WEIGHTS_NAME))
+    assert any(v.dtype == torch.int8 for k, v in stored.items() if k.startswith("net."))
+    assert all(v.dtype != torch.int8 for k, v in stored.items() if k.startswith("autoencoder."))
+    full, small = from_pretrained(tmp_path / "fp16"), from_pretrained(tmp_path / "q")
+    x = torch.randn(2, full.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outs = [
+            m.sampling_denoiser()(x, 1.0, **m.encode_text(PROMPTS[:2], ema=True))
+            for m in (full, small)
+        ]
+    # a random tiny net amplifies rounding far more than a trained one (shipped: 56 dB apart)
+    assert (outs[0] - outs[1]).pow(2).mean().sqrt() < 0.02 * outs[0].pow(2).mean().sqrt()
+    assert main(["export", "autoencoder", str(ckpt), "--out", str(tmp_path / "a"), "--int8"]) == 2
+    assert "--int8: for keyframe and interpolate" in capsys.readouterr().err
+
+
+def test_int8_round_trip_error_is_within_half_a_step_per_channel():
+    weight = torch.randn(6, 4, 3, 3) * torch.logspace(-3, 1, 6)[:, None, None, None]
+    state = {
+        "net.conv.weight": weight,
+        "net.conv.bias": torch.randn(6),
+        "text.pos": torch.randn(3, 4),
+    }
+    stored = int8.quantize(state)
+    assert stored["net.conv.weight"].dtype == torch.int8
+    assert torch.equal(stored["net.conv.bias"], state["net.conv.bias"])
+    assert torch.equal(stored["text.pos"], state["text.pos"])  # not a weight matrix: kept
+    back = int8.dequantize(stored)
+    assert set(back) == set(state)
+    step = weight.abs().amax((1, 2, 3)) / 127
+    err = (back["net.conv.weight"].float() - weight).abs().amax((1, 2, 3))
+    assert (err <= step * 0.5 + step.clamp_min(1e-3) * 1e-2).all()

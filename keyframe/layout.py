@@ -138,13 +138,6 @@ def subject_regions(image: np.ndarray) -> list[Region]:
     return sorted(regions, key=lambda r: -r.area)
 
 
-def subject_centre(image: np.ndarray) -> tuple[float, float] | None:
-    """Centre (x, y) in [0, 1] of the largest region that stands out from the background in an
-    (h, w, 3) uint8 image; None if nothing stands out."""
-    regions = subject_regions(image)
-    return regions[0].centre if regions else None
-
-
 def cell_distance(point: tuple[float, float], target: tuple[float, float]) -> float:
     """How far `point` lies outside the 3x3-grid cell centred on `target` (0 inside; both
     (x, y) in [0, 1]), the larger of the two axes' overshoots."""

@@ -107,11 +107,6 @@ def prompt_subjects(prompt: str) -> list[Subject]:
     return subjects
 
 
-def prompt_places(prompt: str) -> list[tuple[float, float]]:
-    """Cell centres (x, y) in [0, 1] for every position phrase in the prompt, in order."""
-    return [subject.place for subject in prompt_subjects(prompt)]
-
-
 def subject_regions(image: np.ndarray) -> list[Region]:
     """Regions of an (h, w, 3) uint8 image that stand out from the background (the median
     colour of its border), largest first; specks under MIN_REGION are left out."""

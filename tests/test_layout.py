@@ -27,8 +27,8 @@ THIRD = 1 / 6
         ("a red circle", []),
     ],
 )
-def test_prompt_places_reads_position_phrases_in_order(prompt, places):
-    found = layout.prompt_places(prompt)
+def test_prompt_subjects_read_position_phrases_in_order(prompt, places):
+    found = [subject.place for subject in layout.prompt_subjects(prompt)]
     assert len(found) == len(places)
     assert all(f == pytest.approx(p) for f, p in zip(found, places, strict=True))
 

@@ -196,7 +196,8 @@ def move_subjects(
     fresh noise (from `generator`) on each extra copy's patch and on the cell of each subject
     that was not drawn at all."""
     c, h, w = noise.shape
-    out = noise.reshape(c, h * w).clone()
+    flat = noise.reshape(c, h * w)  # read from; `out` is written
+    out = flat.clone()
     largest = (min(h, w) - 1) // 2  # a wider patch would wrap onto itself
 
     def radius(region: Region) -> int:
@@ -209,7 +210,6 @@ def move_subjects(
         r = radius(region)
         sources.append(_patch(region.centre, r, h, w))
         targets.append(_patch(subject.place, r, h, w))
-    flat = out.clone()
     for source, target in zip(sources, targets, strict=True):  # all read before any write, so
         out[:, target] = flat[:, source]  # two subjects can trade places
     if sources:  # what the patches covered fills the places they left: a permutation

@@ -13,9 +13,9 @@ x0 prediction; the key frames of the output are the given key pixels, written ba
 Each window draws its noise from (seed, window index) alone.
 
 With init "flow" a window does not start from pure noise: its unknown frames start as the
-optical-flow in-betweens of the keys (interpolate.flow), noised to `init_sigma`, and the model
-refines them (SDEdit). Flow keeps each object's look and a straight path; the model removes
-flow's double images and tears.
+optical-flow in-betweens of the keys along curved motion paths (interpolate.paths), noised to
+`init_sigma`, and the model refines them (SDEdit). Flow keeps each object's look and a path
+through the keys; the model removes flow's double images and tears.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from interpolate.flow import FlowFrames, check_init
+from interpolate.flow import check_init
 from interpolate.module import check_sampling_options
+from interpolate.paths import PathFrames
 from keyframe.errors import UserError
 from keyframe.pixels import from_uint8, to_uint8
 
@@ -191,7 +192,7 @@ def interpolate_frames(
     check_init(init, init_sigma)
     latents = dict(zip(positions, model.encode_frames(keys).unbind(0), strict=True))
     key_at = dict(zip(positions, keys.cpu(), strict=True))
-    flow = FlowFrames(to_uint8(keys), positions) if init == "flow" else None
+    flow = PathFrames(to_uint8(keys), positions) if init == "flow" else None
     options = {"steps": steps, "sampler": sampler, "seed": seed, "fps": fps, "callback": callback}
     return _stream(
         model, windows, num_frames, key_at, latents, cond, flow=flow, init_sigma=init_sigma,
@@ -212,7 +213,7 @@ def _stream(
     seed: int,
     fps: float,
     callback: Callback | None,
-    flow: FlowFrames | None = None,
+    flow: PathFrames | None = None,
     init_sigma: float | None = None,
 ) -> Iterator[torch.Tensor]:
     """Run the windows in order, yielding each frame as soon as it and all before it are made;

@@ -69,8 +69,8 @@ class InterpolateModule(L.LightningModule):
     mixture of training masks (interpolate.masks); each batch is cut to a random length in
     [min_frames, num_frames]. Sampling defaults: sample_* and `context_frames` (known frames
     carried from one window into the next); `sample_init` "flow" starts the unknown frames from
-    optical-flow in-betweens noised to `sample_init_sigma` instead of pure noise (see
-    interpolate.inbetween).
+    flow in-betweens along motion paths through the keys (interpolate.paths), noised to
+    `sample_init_sigma`, instead of pure noise (see interpolate.inbetween).
     """
 
     def __init__(

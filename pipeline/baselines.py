@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from interpolate.flow import FlowFrames, key_span
+from interpolate.paths import PathFrames
 from keyframe.errors import UserError
 from pipeline.shapes import SIZES, Scene, SceneObject, parse_caption, render_still
 from pipeline.shapes.world import CELL_MARGIN, POSITIONS
@@ -58,6 +59,14 @@ def flow_warp(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np
     neighbouring keys, each key warped to time t, blended with weights 1 - t and t."""
     positions = _check_keys(keys, positions, num_frames)
     frames = FlowFrames(keys, positions)
+    return np.stack([frames(f) for f in range(num_frames)])
+
+
+def flow_paths(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np.ndarray:
+    """Flow in-betweening along curved motion paths (interpolate.paths.PathFrames): the frames
+    the interpolator's flow init starts from, scored alone to show what the model adds."""
+    positions = _check_keys(keys, positions, num_frames)
+    frames = PathFrames(keys, positions)
     return np.stack([frames(f) for f in range(num_frames)])
 
 

@@ -45,7 +45,7 @@ DEFAULT_GAPS = (2, 4, 8, 16)
 GHOST_ALPHA = 0.15
 MAX_EXAMPLES = 20  # failed prompts kept in the keyframe report
 BUILTIN_KEYFRAME = ("oracle",)  # any other name goes to keyframe.pretrained.from_pretrained
-BUILTIN_TWEEN = ("oracle", "baseline-crossfade", "baseline-flow")
+BUILTIN_TWEEN = ("oracle", "baseline-crossfade", "baseline-flow", "flow-paths")
 
 Generate = Callable[[list[str], list[int]], np.ndarray]
 Tween = Callable[[np.ndarray, list[int], int], np.ndarray]
@@ -386,6 +386,8 @@ def builtin_tween(name: str, clips: Sequence[Clip]) -> Tween:
         return baselines.crossfade
     if name == "baseline-flow":
         return baselines.flow_warp
+    if name == "flow-paths":
+        return baselines.flow_paths
     raise ValueError(f"no built-in tween {name!r}; expected one of {', '.join(BUILTIN_TWEEN)}")
 
 
@@ -515,7 +517,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tween.add_argument("--frames", type=int, default=None, help="clip length (2 x largest gap + 1)")
     tween.add_argument("--seed", type=int, default=0, help="clip set and sampling seed")
     tween.add_argument("--steps", type=int, default=None, help="sampling steps (model default)")
-    tween.add_argument("--no-baselines", action="store_true", help="skip crossfade and flow")
+    tween.add_argument(
+        "--no-baselines", action="store_true", help="skip crossfade, flow and flow-paths"
+    )
     tween.add_argument(
         "--init",
         type=_init_list,
@@ -673,7 +677,7 @@ def _run_tween(args: argparse.Namespace) -> dict:
             for kind in inits
         }
     if not args.no_baselines:
-        for name in ("baseline-crossfade", "baseline-flow"):
+        for name in ("baseline-crossfade", "baseline-flow", "flow-paths"):
             models.setdefault(name, builtin_tween(name, clips))
     results = {
         name: eval_tween(model, clips, args.gaps, progress=name) for name, model in models.items()

@@ -11,6 +11,7 @@ from interpolate.flow import FlowFrames
 from interpolate.inbetween import interpolate, interpolate_frames, plan_windows, window_seed
 from interpolate.masks import MASK_KINDS, check_weights, draw_mask, ping_pong
 from interpolate.module import InterpolateModule
+from interpolate.paths import PathFrames
 from keyframe.errors import UserError
 from keyframe.pixels import to_uint8
 
@@ -279,7 +280,7 @@ def test_bad_sampling_input_is_a_user_error(model):
 def test_flow_init_refines_the_flow_inbetweens_across_windows(model):
     keys = _keys(3, seed=4)
     positions = [1, 4, 11]  # uneven, frames before the first key, several windows of 6
-    flow = FlowFrames(to_uint8(keys), positions)
+    flow = PathFrames(to_uint8(keys), positions)
     expected = torch.stack([torch.from_numpy(flow(f)) for f in range(13)]).float() / 127.5 - 1
     near = interpolate(model, keys, positions, 13, seed=1, init="flow", init_sigma=0.004)
     for key, p in zip(keys, positions, strict=True):

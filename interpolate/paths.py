@@ -1,0 +1,132 @@
+"""Motion paths through the keys, and the in-betweens they give by forward splatting.
+
+This is where flow-initialised sampling starts (interpolate.inbetween, init "flow"). Each key's
+pixels move along a path through the neighbouring keys, found by `robust_flow`: a parabola through
+three keys (constant acceleration, as in QVI, Xu et al. 2019; animation software's curved motion
+paths do the same) or a straight line when there are only two keys. Both keys of a gap are pushed
+along their paths to the frame and blended by softmax splatting (Niklaus & Liu 2020): a pixel
+counts more the more it moves (moving things pass in front of still ones) and the better its
+flow lands on its own colour (brightness constancy), so a pixel whose match failed leaves no
+ghost. Places no trusted pixel reaches take the backward-warped blend (`FlowFrames`) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from interpolate.flow import FlowFrames, key_span, robust_flow, warp
+
+MOTION_WEIGHT = 1.0  # splat weight exp(MOTION_WEIGHT * flow length in px): movers in front
+COLOUR_WEIGHT = 0.02  # and exp(-COLOUR_WEIGHT * colour error, summed over RGB in 0..255)
+MIN_TRUST = 1e-3  # pixels trusted less than this are not splatted at all
+
+
+def path_coefficients(
+    near: np.ndarray, t_near: float, far: np.ndarray, t_far: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Velocity v and acceleration a (per pixel) of the path d(t) = v t + a t^2 / 2 that moves
+    by `near` after t_near frames and by `far` after t_far frames (t_far may be negative)."""
+    det = t_near * t_far * (t_far - t_near) / 2
+    v = (near * t_far * t_far - far * t_near * t_near) / (2 * det)
+    a = (far * t_near - near * t_far) / det
+    return v, a
+
+
+def splat(
+    image: np.ndarray, shift: np.ndarray, weight: np.ndarray, acc: np.ndarray, total: np.ndarray
+) -> None:
+    """Add `image` (h, w, c) moved by `shift` (h, w, 2) px into acc (h, w, c) and total (h, w),
+    each pixel spread bilinearly over the four it lands between, scaled by `weight` (h, w)."""
+    h, w = shift.shape[:2]
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    tx, ty = gx + shift[..., 0], gy + shift[..., 1]
+    x0, y0 = np.floor(tx).astype(np.int64), np.floor(ty).astype(np.int64)
+    fx, fy = tx - x0, ty - y0
+    values = image.reshape(h * w, -1)
+    for dx, dy, share in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        xs, ys = x0 + dx, y0 + dy
+        inside = ((xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)).ravel()
+        where = (ys * w + xs).ravel()[inside]
+        amount = (share * weight).ravel()[inside]
+        total += np.bincount(where, amount, h * w).reshape(h, w)
+        for c in range(values.shape[1]):
+            acc[..., c] += np.bincount(where, amount * values[inside, c], h * w).reshape(h, w)
+
+
+class PathFrames:
+    """In-betweens of `keys` (k, h, w, 3) uint8 at frame numbers `positions`, one frame on demand:
+    frames(f) is frame f (uint8). Flows between neighbouring keys are computed once each; keys
+    two apart are linked through the key between them."""
+
+    def __init__(self, keys: np.ndarray, positions: Sequence[int]):
+        self.keys = keys
+        self.positions = [int(p) for p in positions]
+        self.fallback = FlowFrames(keys, positions, flows=self._pair)
+        self._flows: dict[tuple[int, int], np.ndarray] = {}
+        self._trust: dict[tuple[int, int], np.ndarray] = {}
+
+    def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.flow(i, i + 1), self.flow(i + 1, i)
+
+    def flow(self, a: int, b: int) -> np.ndarray:
+        """Flow (h, w, 2) from key a to key b, |a - b| in (1, 2)."""
+        if (a, b) not in self._flows:
+            if abs(a - b) == 1:
+                self._flows[a, b] = robust_flow(self.keys[a], self.keys[b])
+            else:
+                via = (a + b) // 2
+                first = self.flow(a, via)
+                self._flows[a, b] = first + warp(self.flow(via, b), first)
+        return self._flows[a, b]
+
+    def trust(self, a: int, b: int) -> np.ndarray:
+        """exp(-COLOUR_WEIGHT * colour error) of key a's pixels after the flow to key b."""
+        if (a, b) not in self._trust:
+            here = self.keys[a].astype(np.float32)
+            there = warp(self.keys[b].astype(np.float32), self.flow(a, b))
+            self._trust[a, b] = np.exp(-COLOUR_WEIGHT * np.abs(here - there).sum(-1))
+        return self._trust[a, b]
+
+    def _far_key(self, k: int, near: int) -> int | None:
+        """The third key of k's path: beyond k away from `near`, else beyond `near`."""
+        for other in (2 * k - near, 2 * near - k):
+            if 0 <= other < len(self.positions):
+                return other
+        return None
+
+    def shift(self, k: int, near: int, frames: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where key k's pixels are `frames` frames later on their path through key `near`
+        (and a third key where there is one), and how far each trusts its path."""
+        p = self.positions
+        t_near = p[near] - p[k]
+        trust = self.trust(k, near)
+        far = self._far_key(k, near)
+        if far is None:
+            return self.flow(k, near) * (frames / t_near), trust
+        v, a = path_coefficients(self.flow(k, near), t_near, self.flow(k, far), p[far] - p[k])
+        return v * frames + a * (frames * frames / 2), trust * self.trust(k, far)
+
+    def __call__(self, frame: int) -> np.ndarray:
+        i, t = key_span(self.positions, frame)
+        if t == 0.0:
+            return self.keys[i]
+        h, w = self.keys[i].shape[:2]
+        acc = np.zeros((h, w, 3))
+        total = np.zeros((h, w))
+        for k, near, share in ((i, i + 1, 1.0 - t), (i + 1, i, t)):
+            shift, trust = self.shift(k, near, frame - self.positions[k])
+            trust = np.where(trust < MIN_TRUST, 0.0, trust)
+            moved = np.linalg.norm(self.flow(k, near), axis=-1)
+            motion = np.exp(np.minimum(MOTION_WEIGHT * moved, 50.0))
+            splat(self.keys[k].astype(np.float64), shift, share * motion * trust, acc, total)
+        reached = total > 0
+        out = acc / np.where(reached, total, 1.0)[..., None]
+        out = np.where(reached[..., None], out, self.fallback(frame))
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -105,14 +105,15 @@ def test_shipped_interpolator_uses_its_keys(interpolator):
     assert table[2]["trajectory_px"] <= MAX_TRAJECTORY_GAP2
 
 
-def test_shipped_interpolator_refines_flow_at_least_as_well_as_flow(interpolator):
+def test_shipped_interpolator_beats_flow_from_its_flow_init(interpolator):
     assert interpolator.hparams.sample_init == "flow"  # the shipped default
     clips = tween_clips(4, 64, 17, seed=SEED)
     ours = eval_tween(model_tween(interpolator, steps=10), clips, gaps=[8])[8]
     flow = eval_tween(baselines.flow_warp, clips, gaps=[8])[8]
     print("gap 8 on 4 clips, flow init:", ours, "flow:", flow)
-    # Measured here: 27.3 dB / 1.45 px / 19% ghosting against flow's 27.8 / 2.17 / 24%; the
-    # margins allow for other CPUs' rounding, a broken model falls far outside them.
-    assert ours["psnr"] >= flow["psnr"] - 1.5
-    assert ours["ghosting"] <= flow["ghosting"] + 0.05
-    assert ours["trajectory_px"] <= flow["trajectory_px"] + 0.5
+    # Measured here: 28.6 dB / 1.22 px / 14% ghosting against flow's 27.8 / 2.17 / 24% (with
+    # straight flow paths the init gave 27.3 / 1.45 / 19%); the margins allow for other CPUs'
+    # rounding, a broken model or init falls far outside them.
+    assert ours["psnr"] >= flow["psnr"] - 0.5
+    assert ours["ghosting"] <= flow["ghosting"]
+    assert ours["trajectory_px"] <= 0.75 * flow["trajectory_px"]

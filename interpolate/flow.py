@@ -77,15 +77,7 @@ def dis_flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     g0, g1 = flow_channel(a, b)
     pad = max(a.shape[:2])
-
-    def padded(g: np.ndarray) -> np.ndarray:
-        return cv2.copyMakeBorder(g, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    crop = (slice(pad, -pad), slice(pad, -pad))
-    forward = dis.calc(padded(g0), padded(g1), None)[crop]
-    backward = dis.calc(padded(g1), padded(g0), None)[crop]
-    return forward, backward
+    return _dis(g0, g1, pad), _dis(g1, g0, pad)
 
 
 def match_flow(

@@ -71,6 +71,8 @@ class PathFrames:
         self.fallback = FlowFrames(keys, positions, flows=self._pair)
         self._flows: dict[tuple[int, int], np.ndarray] = {}
         self._trust: dict[tuple[int, int], np.ndarray] = {}
+        self._paths: dict[tuple[int, int], tuple] = {}
+        self._pixels = keys.astype(np.float64)
 
     def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.flow(i, i + 1), self.flow(i + 1, i)
@@ -101,17 +103,33 @@ class PathFrames:
                 return other
         return None
 
-    def shift(self, k: int, near: int, frames: float) -> tuple[np.ndarray, np.ndarray]:
+    def path(self, k: int, near: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Key k's path towards key `near`, once per pair: per-pixel velocity, acceleration (None
+        for a straight line: no third key) and splat weight (trust, 0 below MIN_TRUST, times the
+        motion weight)."""
+        if (k, near) not in self._paths:
+            p = self.positions
+            trust = self.trust(k, near)
+            far = self._far_key(k, near)
+            if far is None:
+                v, a = self.flow(k, near) / (p[near] - p[k]), None
+            else:
+                far_flow = self.flow(k, far)
+                v, a = path_coefficients(
+                    self.flow(k, near), p[near] - p[k], far_flow, p[far] - p[k]
+                )
+                trust = trust * self.trust(k, far)
+            trust = np.where(trust < MIN_TRUST, 0.0, trust)
+            moved = np.linalg.norm(self.flow(k, near), axis=-1)
+            weight = np.exp(np.minimum(MOTION_WEIGHT * moved, 50.0)) * trust
+            self._paths[k, near] = (v, a, weight)
+        return self._paths[k, near]
+
+    def shift(self, k: int, near: int, frames: float) -> np.ndarray:
         """Where key k's pixels are `frames` frames later on their path through key `near`
-        (and a third key where there is one), and how far each trusts its path."""
-        p = self.positions
-        t_near = p[near] - p[k]
-        trust = self.trust(k, near)
-        far = self._far_key(k, near)
-        if far is None:
-            return self.flow(k, near) * (frames / t_near), trust
-        v, a = path_coefficients(self.flow(k, near), t_near, self.flow(k, far), p[far] - p[k])
-        return v * frames + a * (frames * frames / 2), trust * self.trust(k, far)
+        (and a third key where there is one)."""
+        v, a, _ = self.path(k, near)
+        return v * frames if a is None else v * frames + a * (frames * frames / 2)
 
     def __call__(self, frame: int) -> np.ndarray:
         i, t = key_span(self.positions, frame)
@@ -121,11 +139,8 @@ class PathFrames:
         acc = np.zeros((h, w, 3))
         total = np.zeros((h, w))
         for k, near, share in ((i, i + 1, 1.0 - t), (i + 1, i, t)):
-            shift, trust = self.shift(k, near, frame - self.positions[k])
-            trust = np.where(trust < MIN_TRUST, 0.0, trust)
-            moved = np.linalg.norm(self.flow(k, near), axis=-1)
-            motion = np.exp(np.minimum(MOTION_WEIGHT * moved, 50.0))
-            splat(self.keys[k].astype(np.float64), shift, share * motion * trust, acc, total)
+            shift = self.shift(k, near, frame - self.positions[k])
+            splat(self._pixels[k], shift, share * self.path(k, near)[2], acc, total)
         reached = total > 0
         out = acc / np.where(reached, total, 1.0)[..., None]
         out = np.where(reached[..., None], out, self.fallback(frame))

@@ -168,6 +168,7 @@ def interpolate_frames(
     context: int | None = None,
     init: str | None = None,
     init_sigma: float | None = None,
+    motion: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Stream the frames (c, h, w) on the CPU in [-1, 1], in order; see `interpolate`.
 
@@ -192,7 +193,8 @@ def interpolate_frames(
     check_init(init, init_sigma)
     latents = dict(zip(positions, model.encode_frames(keys).unbind(0), strict=True))
     key_at = dict(zip(positions, keys.cpu(), strict=True))
-    flow = PathFrames(to_uint8(keys), positions) if init == "flow" else None
+    prior = model.motion_prior if motion else None
+    flow = PathFrames(to_uint8(keys), positions, prior, fps) if init == "flow" else None
     options = {"steps": steps, "sampler": sampler, "seed": seed, "fps": fps, "callback": callback}
     return _stream(
         model, windows, num_frames, key_at, latents, cond, flow=flow, init_sigma=init_sigma,
@@ -280,6 +282,7 @@ def interpolate(
     context: int | None = None,
     init: str | None = None,
     init_sigma: float | None = None,
+    motion: bool = True,
 ) -> torch.Tensor:
     """The full sequence `c f h w` in [-1, 1] (CPU) with the keys exactly in place.
 
@@ -289,10 +292,11 @@ def interpolate(
     run) and context (known frames carried into the next window) default to the model's.
     `fps` is the frame rate of the sequence (for frame-rate conditioned models). `callback` gets
     the sampler's per-step dict plus "window" and "windows". `init` ("noise" or "flow") and
-    `init_sigma` choose where sampling starts (model defaults: sample_init, sample_init_sigma).
+    `init_sigma` choose where sampling starts (model defaults: sample_init, sample_init_sigma);
+    `motion` False ignores the model's motion prior (flow init then uses parabolic paths).
     """
     frames = interpolate_frames(
         model, keys, positions, num_frames, steps, guidance, seed, sampler, prompt, fps,
-        callback, window, context, init, init_sigma,
+        callback, window, context, init, init_sigma, motion,
     )  # fmt: skip
     return torch.stack(list(frames), dim=1)

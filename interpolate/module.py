@@ -24,6 +24,7 @@ from torch import nn
 
 from interpolate.flow import check_init
 from interpolate.masks import check_weights, draw_mask
+from interpolate.motion import MotionPrior, model_prior
 from interpolate.temporal import VideoUNet
 from keyframe import latents as latent_cache
 from keyframe import pretrained
@@ -70,8 +71,12 @@ class InterpolateModule(L.LightningModule):
     [min_frames, num_frames]. Sampling defaults: sample_* and `context_frames` (known frames
     carried from one window into the next); `sample_init` "flow" starts the unknown frames from
     flow in-betweens along motion paths through the keys (interpolate.paths), noised to
-    `sample_init_sigma`, instead of pure noise (see interpolate.inbetween).
+    `sample_init_sigma`, instead of pure noise (see interpolate.inbetween). A pretrained folder
+    with a `motion/` prior (interpolate.motion) gives it as `motion_prior`: the paths flow init
+    moves pixels along.
     """
+
+    motion_prior: MotionPrior | None = None
 
     def __init__(
         self,
@@ -544,14 +549,14 @@ class InterpolateModule(L.LightningModule):
         or the name of a model shipped in interpolate/weights/<name>/; on `device`, in eval mode,
         float32, the EMA weights as its only weights. Nothing is read from the files it was
         trained with (no keyframe init, no text checkpoint; the autoencoder from its record)."""
-        return pretrained.load_pretrained(
-            InterpolateModule,
-            resolve_model(name_or_path),
-            device,
-            ema_decay=0.0,
-            text_pretrained=None,
-            init_from=None,
+        path = resolve_model(name_or_path)
+        model = pretrained.load_pretrained(
+            InterpolateModule, path, device, ema_decay=0.0, text_pretrained=None, init_from=None
         )
+        if path.is_dir():
+            # Not a submodule: the prior ships in its own folder and stays out of state_dict.
+            object.__setattr__(model, "motion_prior", model_prior(path))
+        return model
 
 
 def shipped_models() -> list[str]:

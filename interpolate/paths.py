@@ -7,20 +7,32 @@ paths do the same) or a straight line when there are only two keys. Both keys of
 along their paths to the frame and blended by softmax splatting (Niklaus & Liu 2020): a pixel
 counts more the more it moves (moving things pass in front of still ones) and the better its
 flow lands on its own colour (brightness constancy), so a pixel whose match failed leaves no
-ghost. Places no trusted pixel reaches take the backward-warped blend (`FlowFrames`) instead.
+ghost. Holes no trusted pixel reaches are inpainted from around them (Telea 2004, cv2.inpaint):
+filling them from a backward warp put faint copies of the objects there (most of the init's
+ghosting); a frame no pixel reaches at all is the backward-warped blend (`FlowFrames`).
+With a learned `MotionPrior` (interpolate.motion) the paths come from it instead of the parabola:
+each moving part's positions at up to four keys around the gap give its position at the frame,
+so an object can follow what the prior's training tracks did between keys (a bounce, say).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
+import torch
 
 from interpolate.flow import FlowFrames, key_span, robust_flow, warp
+from interpolate.motion import MotionPrior
 
 MOTION_WEIGHT = 1.0  # splat weight exp(MOTION_WEIGHT * flow length in px): movers in front
 COLOUR_WEIGHT = 0.02  # and exp(-COLOUR_WEIGHT * colour error, summed over RGB in 0..255)
 MIN_TRUST = 1e-3  # pixels trusted less than this are not splatted at all
+HOLE_RADIUS = 3  # px around a hole that cv2.inpaint fills it from
+CONTEXT_TRUST = 0.1  # the prior sees a key beside the gap only where the flow to it is this good
+STILL_PX = 0.25  # pixels whose flow across the gap is shorter than this stay put (prior not run)
+PART_PX = 1.0  # neighbours whose flows agree to within this many px move as one part on the prior
 
 
 def path_coefficients(
@@ -60,14 +72,54 @@ def splat(
             acc[..., c] += np.bincount(where, amount * values[inside, c], h * w).reshape(h, w)
 
 
+def rigid_parts(flows: np.ndarray, moving: np.ndarray, step: float = PART_PX) -> np.ndarray:
+    """Label (h, w) of each pixel's part, -1 where not `moving`: moving pixels joined to their
+    4-neighbours whose flows (h, w, c) differ by less than `step` px in every component. Labels
+    spread as the smallest pixel index of each part, with pointer jumping, so the cost stays a
+    few passes over the image."""
+    h, w = moving.shape
+    if not moving.any():
+        return np.full((h, w), -1, dtype=np.int64)
+    still = h * w  # larger than every pixel index
+    label = np.where(moving, np.arange(h * w).reshape(h, w), still)
+    joins = [  # (this pixel, its neighbour) slices
+        ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+        ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+    ]
+    same = [moving[a] & moving[b] & (np.abs(flows[a] - flows[b]).max(-1) < step) for a, b in joins]
+    while True:
+        new = label.copy()
+        for (a, b), joined in zip(joins, same, strict=True):
+            new[a] = np.where(joined, np.minimum(new[a], label[b]), new[a])
+        flat = new.ravel()
+        flat[moving.ravel()] = flat[flat[moving.ravel()]]
+        if np.array_equal(new, label):
+            break
+        label = new
+    out = np.full((h, w), -1, dtype=np.int64)
+    out[moving] = np.unique(label[moving], return_inverse=True)[1].ravel()
+    return out
+
+
 class PathFrames:
     """In-betweens of `keys` (k, h, w, 3) uint8 at frame numbers `positions`, one frame on demand:
     frames(f) is frame f (uint8). Flows between neighbouring keys are computed once each; keys
-    two apart are linked through the key between them."""
+    two apart are linked through the key between them. With `motion`, pixels follow the prior's
+    paths; `fps` turns frame numbers into its seconds."""
 
-    def __init__(self, keys: np.ndarray, positions: Sequence[int]):
+    def __init__(
+        self,
+        keys: np.ndarray,
+        positions: Sequence[int],
+        motion: MotionPrior | None = None,
+        fps: float = 24.0,
+    ):
         self.keys = keys
         self.positions = [int(p) for p in positions]
+        self.motion, self.fps = motion, float(fps)
+        self._prior_inputs: dict[tuple[int, int], tuple] = {}
         self.fallback = FlowFrames(keys, positions, flows=self._pair)
         self._flows: dict[tuple[int, int], np.ndarray] = {}
         self._trust: dict[tuple[int, int], np.ndarray] = {}
@@ -127,9 +179,76 @@ class PathFrames:
 
     def shift(self, k: int, near: int, frames: float) -> np.ndarray:
         """Where key k's pixels are `frames` frames later on their path through key `near`
-        (and a third key where there is one)."""
+        (and a third key where there is one, or the prior's path)."""
+        if self.motion is not None:
+            return self._prior_shift(k, near, self.positions[k] + frames)
         v, a, _ = self.path(k, near)
         return v * frames if a is None else v * frames + a * (frames * frames / 2)
+
+    def prior_inputs(self, k: int, near: int) -> tuple:
+        """The prior's inputs for key k's moving parts in the gap to key `near`, once per pair:
+        (part of each pixel (h, w), -1 for still ones; each part's positions (n, 4, 2) at the
+        keys before, at the start, at the end and after the gap in canvas units; times (4,) in
+        seconds; mask (n, 4): 1 for the gap's keys, and for a key beside the gap where it exists
+        and the part's flow to it has a mean trust of at least CONTEXT_TRUST). A part is a
+        connected patch of pixels with the same flows (`rigid_parts`): it moves as one, from its
+        centre, so an object keeps its shape where the prior's path depends on where the point
+        is (a bounce off the floor)."""
+        if (k, near) not in self._prior_inputs:
+            h, w = self.keys[k].shape[:2]
+            first = min(k, near)
+            slots = [first - 1, first, first + 1, first + 2]
+            gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+            shifts = np.zeros((h, w, 4, 2))
+            trust = np.zeros((h, w, 4))
+            times = np.zeros(4)
+            for j, other in enumerate(slots):
+                if 0 <= other < len(self.positions):
+                    times[j] = self.positions[other] / self.fps
+                    trust[..., j] = 1.0 if other == k else self.trust(k, other)
+                    if other != k:
+                        shifts[:, :, j] = self.flow(k, other)
+            # Still between the gap's keys is still: a flow to a key beside the gap that says
+            # otherwise is mostly a background pixel that key's object covers.
+            moving = np.linalg.norm(self.flow(k, near), axis=-1) > STILL_PX
+            parts = rigid_parts(shifts.reshape(h, w, 8), moving)
+            count = parts.max() + 1
+            pos, mask = np.zeros((count, 4, 2)), np.zeros((count, 4))
+            if count:
+                inside = parts >= 0
+                sizes = np.bincount(parts[inside], minlength=count)
+
+                def mean(values: np.ndarray) -> np.ndarray:
+                    return np.bincount(parts[inside], values[inside], count) / sizes
+
+                centre = np.stack([mean(gx + 0.5) / w, mean(gy + 0.5) / h], -1)
+                for j in range(4):
+                    moved = np.stack([mean(shifts[:, :, j, c]) for c in range(2)], -1)
+                    pos[:, j] = centre + moved / [w, h]
+                    mask[:, j] = mean(trust[..., j]) >= CONTEXT_TRUST
+                mask[:, 1:3] = 1.0  # the gap's own keys: untrusted pixels get no splat weight
+            self._prior_inputs[k, near] = (
+                parts,
+                torch.from_numpy(pos).float(),
+                torch.from_numpy(times).float(),
+                torch.from_numpy(mask).float(),
+            )
+        return self._prior_inputs[k, near]
+
+    @torch.no_grad()
+    def _prior_shift(self, k: int, near: int, frame: int) -> np.ndarray:
+        h, w = self.keys[k].shape[:2]
+        parts, pos, times, mask = self.prior_inputs(k, near)
+        shift = np.zeros((h, w, 2))
+        if len(pos):
+            n = len(pos)
+            query = torch.full((n,), frame / self.fps)
+            moved = self.motion(pos, times.expand(n, 4), mask, query)
+            own = pos[:, 1 if k < near else 2]
+            part_shift = ((moved - own).double() * torch.tensor([w, h])).numpy()
+            inside = parts >= 0
+            shift[inside] = part_shift[parts[inside]]
+        return shift
 
     def __call__(self, frame: int) -> np.ndarray:
         i, t = key_span(self.positions, frame)
@@ -143,5 +262,9 @@ class PathFrames:
             splat(self._pixels[k], shift, share * self.path(k, near)[2], acc, total)
         reached = total > 0
         out = acc / np.where(reached, total, 1.0)[..., None]
-        out = np.where(reached[..., None], out, self.fallback(frame))
-        return np.clip(np.round(out), 0, 255).astype(np.uint8)
+        if not reached.any():
+            return self.fallback(frame)
+        out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+        if reached.all():
+            return out
+        return cv2.inpaint(out, (~reached).astype(np.uint8), HOLE_RADIUS, cv2.INPAINT_TELEA)

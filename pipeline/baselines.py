@@ -70,6 +70,18 @@ def flow_paths(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> n
     return np.stack([frames(f) for f in range(num_frames)])
 
 
+def motion_paths(prior) -> Tween:
+    """Flow in-betweening along a learned motion prior's paths (PathFrames with `prior`): a
+    model's flow init alone, when the model ships a prior."""
+
+    def tween(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np.ndarray:
+        positions = _check_keys(keys, positions, num_frames)
+        frames = PathFrames(keys, positions, motion=prior)
+        return np.stack([frames(f) for f in range(num_frames)])
+
+    return tween
+
+
 def oracle_tween(clips: Sequence[np.ndarray]) -> Tween:
     """The ground truth as a tween: it finds the clip whose frames match the keys exactly."""
 

@@ -397,9 +397,10 @@ def model_tween(
     seed: int = 0,
     init: str | None = None,
     init_sigma: float | None = None,
+    motion: bool = True,
 ) -> Tween:
-    """A trained InterpolateModule as a tween (keys at the model's own size); init and
-    init_sigma as in interpolate.inbetween.interpolate (None: the model's defaults)."""
+    """A trained InterpolateModule as a tween (keys at the model's own size); init, init_sigma
+    and motion as in interpolate.inbetween.interpolate (None: the model's defaults)."""
     import torch
 
     from interpolate.inbetween import interpolate
@@ -409,7 +410,7 @@ def model_tween(
         k = torch.stack([torch.from_numpy(from_uint8_rgb(key)) for key in keys])
         video = interpolate(
             model, k, positions, num_frames, steps=steps, seed=seed, init=init,
-            init_sigma=init_sigma,
+            init_sigma=init_sigma, motion=motion,
         )  # fmt: skip
         return np.stack([to_uint8_rgb(video[:, f]) for f in range(num_frames)])
 
@@ -530,6 +531,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     tween.add_argument(
         "--init-sigma", type=float, default=None, metavar="S", help="flow init noise level"
+    )
+    tween.add_argument(
+        "--no-motion-prior",
+        action="store_true",
+        help="flow init without the model's learned motion prior (parabolic paths)",
     )
     auto = stages.add_parser(
         "autoencoder", help="reconstruction PSNR/SSIM/speed on fresh stills and clip frames"
@@ -659,8 +665,10 @@ def _run_tween(args: argparse.Namespace) -> dict:
         size = own
     clips = tween_clips(args.clips, size, frames, args.seed)
     if model is None:
-        if args.init is not None or args.init_sigma is not None:
-            raise UserError(f"--init/--init-sigma: only for a trained model, not {args.model}")
+        if args.init is not None or args.init_sigma is not None or args.no_motion_prior:
+            raise UserError(
+                f"--init/--init-sigma/--no-motion-prior: only for a trained model, not {args.model}"
+            )
         models = {args.model: builtin_tween(args.model, clips)}
         inits, init_sigma = None, None
     else:
@@ -672,10 +680,13 @@ def _run_tween(args: argparse.Namespace) -> dict:
             check_init(kind, init_sigma)
         models = {
             (args.model if len(inits) == 1 else f"{args.model} init={kind}"): model_tween(
-                model, args.steps, args.seed, kind, init_sigma
+                model, args.steps, args.seed, kind, init_sigma, not args.no_motion_prior
             )
             for kind in inits
         }
+        prior = None if args.no_motion_prior else model.motion_prior
+        if prior is not None and not args.no_baselines:
+            models["motion-paths"] = baselines.motion_paths(prior)
     if not args.no_baselines:
         for name in ("baseline-crossfade", "baseline-flow", "flow-paths"):
             models.setdefault(name, builtin_tween(name, clips))
@@ -692,6 +703,7 @@ def _run_tween(args: argparse.Namespace) -> dict:
             )
     settings = {"clips": args.clips, "size": size, "frames": frames, "gaps": list(args.gaps)}
     settings.update(seed=args.seed, steps=args.steps, init=inits, init_sigma=init_sigma)
+    settings["motion_prior"] = model is not None and "motion-paths" in models
     return {
         "eval": "tween",
         "model": args.model,

@@ -1,7 +1,8 @@
 """`animatic export`: a training checkpoint -> the small inference folder that ships.
 
 Keyframe and interpolation checkpoints become `model.safetensors` + `config.json` (EMA weights,
-fp16 by default); an autoencoder checkpoint becomes `autoencoder.safetensors` + `autoencoder.json`.
+fp16 by default), and so does a motion prior's (ship it in its interpolator's `motion/` folder);
+an autoencoder checkpoint becomes `autoencoder.safetensors` + `autoencoder.json`.
 `--autoencoder` swaps in a better decoder trained on the same frozen encoder (see
 configs/autoencoder/shapes-decoder.yaml): the encoder and latent scale must match exactly, so the
 diffusion model's latents mean the same thing to the new decoder.
@@ -22,7 +23,7 @@ from keyframe.autoencoder import (
 )
 from keyframe.errors import UserError
 
-STAGES = ("keyframe", "interpolate", "autoencoder")
+STAGES = ("keyframe", "interpolate", "autoencoder", "motion")
 
 
 def swap_decoder(module: torch.nn.Module, ae: Autoencoder, where: str) -> None:
@@ -58,11 +59,11 @@ def export(
     `int8`: store the diffusion networks' weight matrices as int8 (keyframe.int8)."""
     if stage not in STAGES:
         raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
+    if stage in ("autoencoder", "motion") and (autoencoder or share_autoencoder or int8):
+        raise UserError("--autoencoder/--share-autoencoder/--int8: for keyframe and interpolate")
+    if stage == "motion":
+        return _export_motion(checkpoint, out, fp16, overwrite)
     if stage == "autoencoder":
-        if autoencoder is not None or share_autoencoder is not None or int8:
-            raise UserError(
-                "--autoencoder/--share-autoencoder/--int8: for keyframe and interpolate"
-            )
         return save_autoencoder(load_autoencoder(checkpoint), out, fp16=fp16, overwrite=overwrite)
     if stage == "keyframe":
         from keyframe.pretrained import from_pretrained, save_pretrained
@@ -76,10 +77,30 @@ def export(
         write = InterpolateModule.save_pretrained
     if autoencoder is not None:
         swap_decoder(module, load_autoencoder(autoencoder), str(autoencoder))
-    return write(
+    written = write(
         module, out, fp16=fp16, overwrite=overwrite, shared_autoencoder=share_autoencoder,
         int8=int8,
     )  # fmt: skip
+    prior = getattr(module, "motion_prior", None)
+    if prior is not None:  # an exported interpolator keeps its motion prior
+        prior.save_pretrained(Path(written) / "motion", fp16=fp16, overwrite=overwrite)
+    return written
+
+
+def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrite: bool) -> Path:
+    """A MotionModule .ckpt (or an exported prior folder) -> the prior's folder."""
+    from interpolate.motion import MotionPrior
+    from interpolate.motion_training import MotionModule
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        prior = MotionPrior.from_pretrained(path)
+    else:
+        try:
+            prior = MotionModule.load_from_checkpoint(path, map_location="cpu").prior
+        except (OSError, KeyError, RuntimeError, TypeError) as err:
+            raise UserError(f"{path}: not a motion prior checkpoint ({err})") from None
+    return prior.save_pretrained(out, fp16=fp16, overwrite=overwrite)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

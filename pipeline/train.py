@@ -20,6 +20,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "autoencoder": ("keyframe.autoencoder:AutoencoderModule", "keyframe.data:ImageDataModule"),
     "keyframe": ("keyframe.module:KeyframeModule", "keyframe.data:ImageDataModule"),
     "interpolate": ("interpolate.module:InterpolateModule", "keyframe.data:ClipDataModule"),
+    "motion": (
+        "interpolate.motion_training:MotionModule",
+        "interpolate.motion_training:TrackDataModule",
+    ),
 }
 
 # Values that must agree between data and model, linked so they are set in one place.
@@ -27,6 +31,7 @@ LINKS: dict[str, list[tuple[str, str]]] = {
     "autoencoder": [],
     "keyframe": [("data.size", "model.image_size")],
     "interpolate": [("data.size", "model.image_size"), ("data.num_frames", "model.num_frames")],
+    "motion": [],
 }
 
 

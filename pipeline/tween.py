@@ -79,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(model default)",
     )
     parser.add_argument(
+        "--no-motion-prior",
+        action="store_true",
+        help="flow init: ignore the model's learned motion prior (paths are then parabolas "
+        "through the keys; use it for keys whose motion is unlike the model's training clips)",
+    )
+    parser.add_argument(
         "--loop", action="store_true", help="return to the first key at the end (a seamless loop)"
     )
     parser.add_argument(
@@ -284,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     stream = interpolate_frames(
         model, model_keys, positions, num_frames, steps=steps, guidance=guidance,
         seed=args.seed, sampler=sampler, prompt=args.prompt, fps=args.fps, callback=progress,
-        init=init, init_sigma=init_sigma,
+        init=init, init_sigma=init_sigma, motion=not args.no_motion_prior,
     )  # fmt: skip
     frames = _frames(stream, fit, keys_out, shown)
     try:
@@ -294,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
             written = io.write_video(out, frames, args.fps, overwrite=args.overwrite)
     finally:
         bar.close()
+    uses_prior = init == "flow" and not args.no_motion_prior and model.motion_prior is not None
     record = {
         "command": "tween",
         "keys": [
@@ -313,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
         "guidance": guidance,
         "init": init,
         "init_sigma": init_sigma if init == "flow" else None,
+        "motion_prior": uses_prior,
         "seed": args.seed,
         "prompt": args.prompt,
         "fps": args.fps,

@@ -367,9 +367,22 @@ def test_eval_tween_runs_a_trained_model(tmp_path, capsys):
     )
     flow_row = report["results"][f"{model_dir} init=flow"]["2"]
     assert flow_row["psnr"] != report["results"][f"{model_dir} init=noise"]["2"]["psnr"]
+    from interpolate.motion import MotionPrior
+
+    MotionPrior(hidden=8, depth=1).save_pretrained(model_dir / "motion")
+    with_prior = tmp_path / "prior.json"
+    assert main([*argv, "--frames", "5", "--init", "flow", "--out", str(with_prior)]) == 0
+    report = json.loads(with_prior.read_text())
+    assert "motion-paths" in report["results"] and report["settings"]["motion_prior"]
+    without = tmp_path / "without.json"
+    assert main([*argv, "--frames", "5", "--no-motion-prior", "--out", str(without)]) == 0
+    report = json.loads(without.read_text())
+    assert "motion-paths" not in report["results"] and not report["settings"]["motion_prior"]
     assert main([*argv, "--init", "warp"]) == 2
     assert "unknown init 'warp'" in last_error_line(capsys)
     assert main(["eval", "tween", "--model", "baseline-flow", "--init", "flow"]) == 2
+    assert "only for a trained model" in last_error_line(capsys)
+    assert main(["eval", "tween", "--model", "baseline-flow", "--no-motion-prior"]) == 2
     assert "only for a trained model" in last_error_line(capsys)
 
     assert main([*argv, "--size", "64"]) == 2

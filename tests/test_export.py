@@ -166,3 +166,25 @@ def test_int8_round_trip_error_is_within_half_a_step_per_channel():
     step = weight.abs().amax((1, 2, 3)) / 127
     err = (back["net.conv.weight"].float() - weight).abs().amax((1, 2, 3))
     assert (err <= step * 0.5 + step.clamp_min(1e-3) * 1e-2).all()
+
+
+def test_an_interpolator_export_keeps_its_motion_prior(tmp_path, tiny_interpolate, capsys):
+    from interpolate.module import InterpolateModule
+    from interpolate.motion import MotionPrior
+
+    tiny = dict(num_frames=4, model_channels=8, channel_mult=[1], num_res_blocks=1)
+    source = tiny_interpolate(image_size=16, attention_levels=[], **tiny).save_pretrained(
+        tmp_path / "source"
+    )
+    assert InterpolateModule.from_pretrained(source).motion_prior is None
+    torch.manual_seed(0)
+    prior = MotionPrior(hidden=8, depth=1).eval()
+    prior.save_pretrained(source / "motion", fp16=False)
+    assert main(["export", "interpolate", str(source), "--out", str(tmp_path / "copy")]) == 0
+    loaded = InterpolateModule.from_pretrained(tmp_path / "copy").motion_prior
+    pos, times = torch.rand(2, 4, 2), torch.tensor([0.0, 0.1, 0.2, 0.3]).expand(2, 4)
+    args = (pos, times, torch.ones(2, 4), torch.full((2,), 0.15))
+    assert torch.allclose(loaded(*args), prior(*args), atol=1e-3)
+    assert main(["export", "motion", str(source / "motion"), "--out", str(tmp_path / "m")]) == 0
+    assert main(["export", "motion", str(source), "--out", str(tmp_path / "m2")]) == 2
+    assert "not a motion prior" in capsys.readouterr().err

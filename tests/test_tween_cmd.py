@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from pipeline.cli import main
 from pipeline.io import read_image, read_video_frames
@@ -104,6 +105,38 @@ def test_flow_init_is_used_and_recorded(model_dir, keys, tmp_path):
     assert record["init"] == "flow" and record["init_sigma"] == 0.5
     assert np.array_equal(runs["flow"][0], runs["noise"][0])  # keys exact either way
     assert any(not np.array_equal(a, b) for a, b in zip(runs["flow"], runs["noise"], strict=True))
+
+
+def test_motion_prior_is_used_and_recorded(model_dir, keys, tmp_path):
+    """A model folder with a motion/ prior moves flow init's pixels along it (here a prior that
+    puts every moving point 4 px right of the straight line); --no-motion-prior ignores it."""
+    import shutil
+
+    from interpolate.motion import MotionPrior
+
+    with_prior = tmp_path / "with-prior"
+    shutil.copytree(model_dir, with_prior)
+    torch.manual_seed(0)
+    prior = MotionPrior(hidden=8, depth=1)
+    with torch.no_grad():
+        prior.net[-1].weight.zero_()
+        prior.net[-1].bias.copy_(torch.tensor([4 / 32 * prior.scale, 0.0]))
+    prior.save_pretrained(with_prior / "motion")
+    folder, _ = keys
+    paths = [folder / "key0.png", folder / "key1.png"]
+    runs = {}
+    for name, extra in {"prior": [], "parabola": ["--no-motion-prior"]}.items():
+        out = tmp_path / name
+        args = [*paths, "--out", out, "--between", 3, "--init", "flow", *extra]
+        assert main(["tween", *map(str, args), "--model", str(with_prior)]) == 0
+        runs[name] = [read_image(f) for f in _sequence(out)]
+        assert json.loads((tmp_path / f"{name}.json").read_text())["motion_prior"] == (
+            name == "prior"
+        )
+    assert np.array_equal(runs["prior"][0], runs["parabola"][0])
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(runs["prior"], runs["parabola"], strict=True)
+    )
 
 
 def test_loop_returns_to_the_first_key_without_repeating_it(model_dir, keys, tmp_path):

@@ -1,0 +1,124 @@
+"""A learned motion prior: where a point is between two keys, from where it is at up to four keys.
+
+Flow init (interpolate.paths) moves each key's pixels along a path through the neighbouring keys.
+A parabola through three keys fits free flight but not a bounce between keys; this small MLP
+learns the paths of a dataset's object tracks instead (positions in canvas units, times in
+seconds), so its paths do what the data does: in the shapes world, gravity and bounces off the
+floor and walls. A model ships its prior in a `motion/` folder beside its weights; training is
+`animatic train motion fit --config configs/motion/shapes.yaml` (interpolate.motion_training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from keyframe.errors import UserError
+from keyframe.files import atomic_write
+
+FORMAT = "animatic-motion-prior"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FOLDER = "motion"  # a model's prior, inside its pretrained folder
+NUM_FEATURES = 15
+
+
+def motion_features(
+    pos: torch.Tensor, times: torch.Tensor, mask: torch.Tensor, query: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network input and the straight-line guess it corrects. pos (..., 4, 2): the point at the
+    keys before, start, end and after the segment (canvas units); times (..., 4) in seconds;
+    mask (..., 4): 1 where that key exists (start and end always do); query (...,): seconds."""
+    start, end = pos[..., 1, :], pos[..., 2, :]
+    t0 = times[..., 1]
+    s = (query - t0) / (times[..., 2] - t0)
+    rel = (pos - start.unsqueeze(-2)) * mask.unsqueeze(-1)
+    dt = (times - t0.unsqueeze(-1)) * mask
+    features = torch.cat(
+        [
+            start,
+            rearrange(rel[..., [0, 2, 3], :], "... k c -> ... (k c)"),
+            dt[..., [0, 2, 3]],
+            mask[..., [0, 3]],
+            (query - t0).unsqueeze(-1),
+            s.unsqueeze(-1),
+        ],
+        dim=-1,
+    )
+    return features, start + s.unsqueeze(-1) * (end - start)
+
+
+class MotionPrior(nn.Module):
+    """MLP from a point's positions at the keys around a segment to its position at a time in
+    the segment: the straight line between the segment's keys plus a learned correction
+    (scaled by `scale`, so the network's outputs are of order one)."""
+
+    def __init__(self, hidden: int = 256, depth: int = 3, scale: float = 20.0):
+        super().__init__()
+        if hidden < 1 or depth < 1 or scale <= 0:
+            raise ValueError("MotionPrior: hidden and depth must be >= 1 and scale > 0")
+        self.hidden, self.depth, self.scale = hidden, depth, scale
+        layers: list[nn.Module] = [nn.Linear(NUM_FEATURES, hidden), nn.SiLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden, 2))
+
+    def forward(
+        self, pos: torch.Tensor, times: torch.Tensor, mask: torch.Tensor, query: torch.Tensor
+    ) -> torch.Tensor:
+        """Positions (..., 2) at `query`; arguments as in `motion_features`."""
+        features, line = motion_features(pos, times, mask, query)
+        return line + self.net(features) / self.scale
+
+    def config(self) -> dict:
+        return {"hidden": self.hidden, "depth": self.depth, "scale": self.scale}
+
+    def save_pretrained(
+        self, directory: str | os.PathLike, fp16: bool = True, overwrite: bool = False
+    ) -> Path:
+        """Write `model.safetensors` and `config.json` to `directory`, each atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        if (directory / WEIGHTS_NAME).exists() and not overwrite:
+            raise UserError(f"{directory}: a motion prior is already there (--overwrite replaces)")
+        directory.mkdir(parents=True, exist_ok=True)
+        dtype = torch.float16 if fp16 else torch.float32
+        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p)))
+        record = {"format": FORMAT, "version": 1, "config": self.config()}
+        text = json.dumps(record, indent=2) + "\n"
+        atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> MotionPrior:
+        """A prior written by `save_pretrained`, float32, in eval mode."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        try:
+            record = json.loads(config_path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{config_path}: not a readable motion prior config ({err})") from None
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            raise UserError(f"{config_path}: not a motion prior config (format {FORMAT!r})")
+        try:
+            prior = cls(**record["config"])
+            state = load_file(str(directory / WEIGHTS_NAME))
+            prior.load_state_dict({k: v.float() for k, v in state.items()})
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise UserError(f"{directory}: cannot load the motion prior ({err})") from None
+        return prior.eval()
+
+
+def model_prior(model_dir: str | os.PathLike) -> MotionPrior | None:
+    """The prior shipped with a pretrained model folder (its `motion/` folder), if it has one."""
+    folder = Path(model_dir) / FOLDER
+    return MotionPrior.from_pretrained(folder) if folder.is_dir() else None

@@ -157,20 +157,21 @@ class PathFrames:
 
     def path(self, k: int, near: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Key k's path towards key `near`, once per pair: per-pixel velocity, acceleration (None
-        for a straight line: no third key) and splat weight (trust, 0 below MIN_TRUST, times the
-        motion weight)."""
+        for a straight line: no third key, or a prior that gives the path) and splat weight
+        (trust in the flows to `near` and the third key, 0 below MIN_TRUST, times the motion
+        weight)."""
         if (k, near) not in self._paths:
             p = self.positions
             trust = self.trust(k, near)
             far = self._far_key(k, near)
-            if far is None:
+            if far is not None:
+                trust = trust * self.trust(k, far)
+            if far is None or self.motion is not None:
                 v, a = self.flow(k, near) / (p[near] - p[k]), None
             else:
-                far_flow = self.flow(k, far)
                 v, a = path_coefficients(
-                    self.flow(k, near), p[near] - p[k], far_flow, p[far] - p[k]
+                    self.flow(k, near), p[near] - p[k], self.flow(k, far), p[far] - p[k]
                 )
-                trust = trust * self.trust(k, far)
             trust = np.where(trust < MIN_TRUST, 0.0, trust)
             moved = np.linalg.norm(self.flow(k, near), axis=-1)
             weight = np.exp(np.minimum(MOTION_WEIGHT * moved, 50.0)) * trust
@@ -191,9 +192,9 @@ class PathFrames:
         keys before, at the start, at the end and after the gap in canvas units; times (4,) in
         seconds; mask (n, 4): 1 for the gap's keys, and for a key beside the gap where it exists
         and the part's flow to it has a mean trust of at least CONTEXT_TRUST). A part is a
-        connected patch of pixels with the same flows (`rigid_parts`): it moves as one, from its
-        centre, so an object keeps its shape where the prior's path depends on where the point
-        is (a bounce off the floor)."""
+        connected patch of pixels whose flows agree within PART_PX (`rigid_parts`): it moves as
+        one, from its centre, so an object keeps its shape where the prior's path depends on
+        where the point is (a bounce off the floor)."""
         if (k, near) not in self._prior_inputs:
             h, w = self.keys[k].shape[:2]
             first = min(k, near)

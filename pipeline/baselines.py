@@ -62,17 +62,10 @@ def flow_warp(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np
     return np.stack([frames(f) for f in range(num_frames)])
 
 
-def flow_paths(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np.ndarray:
-    """Flow in-betweening along curved motion paths (interpolate.paths.PathFrames): the frames
-    the interpolator's flow init starts from, scored alone to show what the model adds."""
-    positions = _check_keys(keys, positions, num_frames)
-    frames = PathFrames(keys, positions)
-    return np.stack([frames(f) for f in range(num_frames)])
-
-
-def motion_paths(prior) -> Tween:
-    """Flow in-betweening along a learned motion prior's paths (PathFrames with `prior`): a
-    model's flow init alone, when the model ships a prior."""
+def motion_paths(prior=None) -> Tween:
+    """Flow in-betweening along motion paths (interpolate.paths.PathFrames): a learned motion
+    prior's paths, or parabolas through the keys without one. These are the frames the
+    interpolator's flow init starts from, scored alone to show what the model adds."""
 
     def tween(keys: np.ndarray, positions: Sequence[int], num_frames: int) -> np.ndarray:
         positions = _check_keys(keys, positions, num_frames)
@@ -80,6 +73,9 @@ def motion_paths(prior) -> Tween:
         return np.stack([frames(f) for f in range(num_frames)])
 
     return tween
+
+
+flow_paths = motion_paths()  # the init of a model without a prior (eval name "flow-paths")
 
 
 def oracle_tween(clips: Sequence[np.ndarray]) -> Tween:

@@ -670,7 +670,7 @@ def _run_tween(args: argparse.Namespace) -> dict:
                 f"--init/--init-sigma/--no-motion-prior: only for a trained model, not {args.model}"
             )
         models = {args.model: builtin_tween(args.model, clips)}
-        inits, init_sigma = None, None
+        inits, init_sigma, prior = None, None, None
     else:
         from interpolate.flow import check_init
 
@@ -703,7 +703,7 @@ def _run_tween(args: argparse.Namespace) -> dict:
             )
     settings = {"clips": args.clips, "size": size, "frames": frames, "gaps": list(args.gaps)}
     settings.update(seed=args.seed, steps=args.steps, init=inits, init_sigma=init_sigma)
-    settings["motion_prior"] = model is not None and "motion-paths" in models
+    settings["motion_prior"] = prior is not None and "flow" in inits  # the model rows used it
     return {
         "eval": "tween",
         "model": args.model,

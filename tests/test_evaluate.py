@@ -374,6 +374,11 @@ def test_eval_tween_runs_a_trained_model(tmp_path, capsys):
     assert main([*argv, "--frames", "5", "--init", "flow", "--out", str(with_prior)]) == 0
     report = json.loads(with_prior.read_text())
     assert "motion-paths" in report["results"] and report["settings"]["motion_prior"]
+    quiet = tmp_path / "quiet.json"
+    flags = ["--frames", "5", "--init", "flow", "--no-baselines", "--out", str(quiet)]
+    assert main([*argv, *flags]) == 0
+    report = json.loads(quiet.read_text())
+    assert list(report["results"]) == [str(model_dir)] and report["settings"]["motion_prior"]
     without = tmp_path / "without.json"
     assert main([*argv, "--frames", "5", "--no-motion-prior", "--out", str(without)]) == 0
     report = json.loads(without.read_text())

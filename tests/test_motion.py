@@ -9,14 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from interpolate.motion import MotionPrior, model_prior, motion_features
+from interpolate.motion import NUM_FEATURES, MotionPrior, model_prior, motion_features
 from interpolate.motion_training import (
     MotionModule,
     point_tracks,
     read_tracks,
     sample_layouts,
 )
-from interpolate.paths import PathFrames, rigid_parts
+from interpolate.paths import (
+    PathFrames,
+    flat_background,
+    match_part,
+    rigid_parts,
+    split_objects,
+)
 from keyframe.errors import UserError
 from pipeline.cli import main
 
@@ -48,8 +54,11 @@ def test_features_and_the_straight_line():
     times = torch.tensor([[0.0, 0.5, 1.0, 1.5]])
     mask = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
     features, line = motion_features(pos, times, mask, torch.tensor([0.75]))
-    assert features.shape == (1, 15)
+    assert features.shape == (1, NUM_FEATURES)
     assert torch.allclose(line, torch.tensor([[0.4, 0.3]]))
+    # u, s, the segment's length and the free-fall sag u (T - u), then the three velocities
+    expected = [0.25, 0.5, 0.5, 0.0625, 0.0, 0.0, 0.8, -0.4, 0.6, 1.4]
+    assert torch.allclose(features[0, -10:], torch.tensor(expected))
     # the missing key before adds nothing: changing its position changes no feature
     other = pos.clone()
     other[0, 0] = torch.tensor([0.5, 0.5])
@@ -141,7 +150,12 @@ def test_save_and_load(tmp_path):
     prior.save_pretrained(tmp_path / "motion", overwrite=True, fp16=False)
     assert torch.equal(MotionPrior.from_pretrained(tmp_path / "motion")(*args), prior(*args))
     assert model_prior(tmp_path) is not None and model_prior(tmp_path / "motion") is None
-    (tmp_path / "motion" / "config.json").write_text(json.dumps({"format": "other"}))
+    config = tmp_path / "motion" / "config.json"
+    record = json.loads(config.read_text())
+    config.write_text(json.dumps({**record, "version": 1}))  # 15 inputs: cannot be loaded
+    with pytest.raises(UserError, match="version 1.*retrain"):
+        MotionPrior.from_pretrained(tmp_path / "motion")
+    config.write_text(json.dumps({"format": "other"}))
     with pytest.raises(UserError, match="not a motion prior config"):
         MotionPrior.from_pretrained(tmp_path / "motion")
 
@@ -242,3 +256,74 @@ def test_a_part_moves_as_one():
     shift = frames.shift(1, 2, 4)
     assert (parts[ball] == parts[ball][0]).all()
     assert np.ptp(shift[ball], axis=0).max() < 1e-9 and np.abs(shift[ball][0]).max() > 1
+
+
+def _square(image: np.ndarray, x: int, y: int, side: int, colour) -> np.ndarray:
+    image = image.copy()
+    image[y : y + side, x : x + side] = colour
+    return image
+
+
+def test_flat_background_and_foreground():
+    """A flat background's colour is found however the objects move; the pixels around a ball
+    that the flow drags along are background (foreground 0), the ball is foreground."""
+    keys = np.stack([_ball(48, c) for c in ((10, 10), (30, 20), (40, 40))])
+    assert np.allclose(flat_background(keys), (20, 20, 60))
+    noise = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert flat_background(noise) is None
+    foreground = PathFrames(keys, [0, 8, 16], motion=straight_prior()).foreground(0)
+    ball = keys[0][..., 0] > 150
+    assert (foreground[ball] > 0.99).all() and (foreground[~ball] < 0.01).all()
+
+
+def test_match_part_finds_far_shifts_to_a_fraction_of_a_pixel():
+    """A ball 22 px away is found by its own pixels (sub-pixel by the cost's parabola), with a
+    fit near 1; a colour that is not in the other image fits badly."""
+    here, there = _ball(48, (12.0, 14.0)), _ball(48, (34.3, 30.6))
+    mask = here[..., 0] > 150
+    shift, fit = match_part(here, there, mask, np.zeros(2))
+    assert np.abs(shift - [22.3, 16.6]).max() < 0.35 and fit > 0.8
+    _, fit = match_part(here, _ball(48, (34.3, 30.6), background=(200, 0, 0)), ~mask, np.zeros(2))
+    assert fit < 0.1
+
+
+def test_split_objects_parts_touching_objects_not_edges():
+    """Two flat squares that touch are one part until split_objects gives each its own (the
+    pixels between go with the nearer); a line of one anti-aliased colour along an edge is not
+    an object."""
+    image = np.full((24, 24, 3), 40, np.uint8)
+    image = _square(image, 3, 3, 6, (250, 140, 30))
+    image = _square(image, 10, 3, 6, (30, 80, 250))
+    image[3:9, 9] = (140, 110, 140)  # the seam between them
+    image[9, 3:9] = (145, 90, 35)  # an anti-aliased bottom edge: one colour, a line
+    solid = np.abs(image.astype(int) - 40).sum(-1) > 30
+    parts = np.where(solid, 0, -1)
+    out = split_objects(parts, image, solid)
+    left, right = out[3:9, 3:9], out[3:9, 10:16]
+    assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1 and left[0, 0] != right[0, 0]
+    assert (out[9, 3:9] == left[0, 0]).all()  # the edge goes with its square
+    assert len(np.unique(out[out >= 0])) == 2
+    one = np.where(solid & (image[..., 2] < 200), 0, -1)
+    assert np.array_equal(split_objects(one, image, solid), one)
+
+
+def test_a_fast_object_is_matched_where_the_flow_loses_it():
+    """A square that jumps 30 px between keys gets its true positions at all three keys as the
+    prior's input, to a fraction of a pixel, even where the flow (here: made to fall short by
+    half and to disagree inside the square) is wrong."""
+    background = np.full((64, 64, 3), (30, 60, 30), np.uint8)
+    corners = [(4, 40), (34, 10), (50, 44)]
+    keys = np.stack([_square(background, x, y, 8, (240, 240, 240)) for x, y in corners])
+    frames = PathFrames(keys, [0, 16, 32], motion=straight_prior())
+    square = keys[0][..., 0] > 200
+    noise = np.random.default_rng(0).uniform(-3, 3, (64, 64, 2))
+    for other in (1, 2):
+        wrong = np.zeros((64, 64, 2), np.float32)
+        wrong[square] = 0.5 * np.subtract(corners[other], corners[0]) + noise[square]
+        frames._flows[0, other] = wrong
+    parts, pos, _, mask = frames.prior_inputs(0, 1)
+    part = parts[square][0]
+    assert part >= 0 and (parts[square] == part).all()
+    centres = np.array(corners, float) + 4.0
+    assert np.abs(pos[part, 1:].numpy() * 64 - centres).max() < 0.3
+    assert mask[part].tolist() == [0.0, 1.0, 1.0, 1.0]

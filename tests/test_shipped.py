@@ -111,13 +111,13 @@ def test_shipped_interpolator_beats_flow_from_its_flow_init(interpolator):
     ours = eval_tween(model_tween(interpolator, steps=10), clips, gaps=[8])[8]
     flow = eval_tween(baselines.flow_warp, clips, gaps=[8])[8]
     print("gap 8 on 4 clips, flow init:", ours, "flow:", flow)
-    # Measured here: 32.0 dB / 0.44 px / 12% ghosting (along the motion prior's paths; 28.6 /
-    # 1.22 / 14% along parabolas, 27.3 / 1.45 / 19% along straight flow) against flow's 27.8 /
-    # 2.17 / 24%; the margins allow for other CPUs' rounding, a broken model or init falls far
-    # outside them.
-    assert ours["psnr"] >= flow["psnr"] - 0.5
+    # Measured here: 35.1 dB / 0.28 px / 9.5% ghosting (one object fades in one gap) along the
+    # motion prior's paths (session 7's parts: 32.0 / 0.44 / 12%; along parabolas 28.6 / 1.22 /
+    # 14%, straight flow 27.3 / 1.45 / 19%) against flow's 27.8 / 2.17 / 24%; the margins allow
+    # for other CPUs' rounding, a broken model or init falls far outside them.
+    assert ours["psnr"] >= flow["psnr"] + 3.0
     assert ours["ghosting"] <= flow["ghosting"]
-    assert ours["trajectory_px"] <= 0.75 * flow["trajectory_px"]
+    assert ours["trajectory_px"] <= flow["trajectory_px"] / 3
 
 
 def test_shipped_motion_prior_keeps_objects_on_their_paths(interpolator):
@@ -129,6 +129,8 @@ def test_shipped_motion_prior_keeps_objects_on_their_paths(interpolator):
     learned = eval_tween(baselines.motion_paths(prior), clips, gaps=[16])[16]
     parabola = eval_tween(baselines.flow_paths, clips, gaps=[16])[16]
     print("gap 16 on 4 clips, prior paths:", learned, "parabolas:", parabola)
-    # Measured here: 26.1 dB, 3.17 px along the prior's paths; 21.7 dB, 5.18 px along parabolas.
-    assert learned["trajectory_px"] <= 0.75 * parabola["trajectory_px"]
-    assert learned["psnr"] >= parabola["psnr"] + 1.0
+    # Measured here: 28.6 dB, 2.75 px along the prior's paths (session 7's prior and parts: 26.1
+    # dB, 3.17 px; most of what is left is one ball that meets a wall exactly at a key); 21.7 dB,
+    # 5.18 px along parabolas.
+    assert learned["trajectory_px"] <= 0.65 * parabola["trajectory_px"]
+    assert learned["psnr"] >= parabola["psnr"] + 4.0

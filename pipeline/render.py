@@ -64,14 +64,17 @@ DEFAULT_CONTEXT = 2
 
 
 def _baseline(name: str) -> TweenFn:
+    """A model-free preview: ``crossfade``, or ``flow``, the flow in-betweens along parabolic
+    paths that the shipped interpolator starts from (eval's `flow-paths`: a fraction of plain
+    optical flow's double images)."""
     from pipeline import baselines
 
-    tween = baselines.crossfade if name == "crossfade" else baselines.flow_warp
+    tween = baselines.crossfade if name == "crossfade" else baselines.flow_paths
 
     def run(keys: np.ndarray, positions: list[int], num_frames: int, seed: int) -> np.ndarray:
         return tween(keys, positions, num_frames)
 
-    run.model_id = name
+    run.model_id = "flow-paths" if name == "flow" else name
     return run
 
 
@@ -512,7 +515,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tween-model",
         metavar="NAME",
         help="trained model name or path (default: the shot list's models.interpolate); "
-        "baselines: 'crossfade', 'flow' (optical flow)",
+        "baselines: 'crossfade', 'flow' (flow in-betweens along paths through the keys)",
     )
     add_keyframe_model_argument(parser)
     parser.add_argument(

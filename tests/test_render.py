@@ -12,7 +12,13 @@ from PIL import Image, ImageSequence
 
 from pipeline import baselines, io
 from pipeline.cli import main
-from pipeline.render import SegmentCache, film_frames, parts_folder, shot_starts
+from pipeline.render import (
+    SegmentCache,
+    film_frames,
+    load_tween_model,
+    parts_folder,
+    shot_starts,
+)
 from pipeline.shotlist import load_shotlist
 from pipeline.storyboard import oracle_keyframes, plan_from_manifest
 from pipeline.timeline import animatic_frames, make_plan, plan_frames
@@ -113,6 +119,20 @@ def test_film_frames_keep_keys_and_honour_cuts(tmp_path):
     # Frames between the keys come from the model (a cross-fade here).
     expected = baselines.crossfade(np.stack(images[2:4]), [0, 6], 7)
     assert all(np.array_equal(frames[9 + i], expected[i]) for i in range(1, 7))
+
+
+def test_flow_preview_is_the_interpolators_flow_init():
+    """`--tween-model flow` previews with the flow in-betweens along paths through the keys (eval's
+    flow-paths), not plain optical flow, and names itself apart from it in segment hashes."""
+    draw = oracle_keyframes(48, 48)
+    prompts = ["a large red circle at the top left on a navy background"] * 2
+    prompts[1] = prompts[1].replace("top left", "bottom right")
+    keys = np.stack(list(draw(prompts, ["", ""], [0, 1], 30, 5.0)))
+    preview = load_tween_model("flow")
+    assert preview.model_id == "flow-paths"
+    frames = preview(keys, [0, 8], 9, seed=0)
+    assert np.array_equal(frames, baselines.flow_paths(keys, [0, 8], 9))
+    assert not np.array_equal(frames, baselines.flow_warp(keys, [0, 8], 9))
 
 
 def test_loop_tweens_back_to_the_first_panel():

@@ -199,7 +199,8 @@ def match_part(
     template = np.ascontiguousarray(image[y0:y1, x0:x1], dtype=np.float32)
     weights = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.float32)
     pad = max(h, w)
-    big = cv2.copyMakeBorder(other.astype(np.float32), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    other = other.astype(np.float32)
+    big = cv2.copyMakeBorder(other, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     cost = cv2.matchTemplate(big, template, cv2.TM_SQDIFF, mask=weights) / (3 * len(ys))
     dy = np.arange(cost.shape[0]) - pad - y0
     dx = np.arange(cost.shape[1]) - pad - x0
@@ -210,10 +211,19 @@ def match_part(
         shift[0] += _vertex(cost[r, c - 1], cost[r, c], cost[r, c + 1])
     if 0 < r < cost.shape[0] - 1:
         shift[1] += _vertex(cost[r - 1, c], cost[r, c], cost[r + 1, c])
-    moved = warp(other.astype(np.float32), np.broadcast_to(shift.astype(np.float32), (h, w, 2)))
+    moved = warp(other, np.broadcast_to(shift.astype(np.float32), (h, w, 2)))
     error = np.abs(image[mask].astype(np.float32) - moved[mask]).sum(-1)
     fit = float(np.exp(-COLOUR_WEIGHT * error).mean())
     return shift, fit
+
+
+def _paint_parts(parts: np.ndarray, moves: torch.Tensor, field: np.ndarray) -> np.ndarray:
+    """`field` (h, w, 2) px with each part's pixels set to its move (n, 2) in canvas units."""
+    h, w = parts.shape
+    if len(moves):
+        inside = parts >= 0
+        field[inside] = (moves.double() * torch.tensor([w, h])).numpy()[parts[inside]]
+    return field
 
 
 class PathFrames:
@@ -234,6 +244,7 @@ class PathFrames:
         self.motion, self.fps = motion, float(fps)
         self._prior_inputs: dict[tuple[int, int], tuple] = {}
         self._foreground: dict[int, np.ndarray] = {}
+        self._background: np.ndarray | None = None
         self.fallback = FlowFrames(keys, positions, flows=self._pair)
         self._flows: dict[tuple[int, int], np.ndarray] = {}
         self._trust: dict[tuple[int, int], np.ndarray] = {}
@@ -257,9 +268,7 @@ class PathFrames:
     def trust(self, a: int, b: int) -> np.ndarray:
         """exp(-COLOUR_WEIGHT * colour error) of key a's pixels after the flow to key b."""
         if (a, b) not in self._trust:
-            here = self.keys[a].astype(np.float32)
-            there = warp(self.keys[b].astype(np.float32), self.flow(a, b))
-            self._trust[a, b] = np.exp(-COLOUR_WEIGHT * np.abs(here - there).sum(-1))
+            self._trust[a, b] = self._landing(a, b, self.flow(a, b))
         return self._trust[a, b]
 
     def foreground(self, k: int) -> np.ndarray:
@@ -271,11 +280,14 @@ class PathFrames:
         foreground pixels join by colour and find their shifts by matching (`rigid_parts`,
         `match_part`)."""
         if k not in self._foreground:
-            keys = self.keys.astype(np.float32)
-            background = flat_background(self.keys)
-            if background is None:
-                background = np.median(keys, axis=0) if len(keys) > 2 else keys[1 - k]
-            change = np.abs(keys[k] - background).sum(-1)
+            if self._background is None:
+                self._background = flat_background(self.keys)
+                if self._background is None and len(self.keys) > 2:
+                    self._background = np.median(self.keys.astype(np.float32), axis=0)
+            background = self._background
+            if background is None:  # two keys and no flat colour: each is the other's
+                background = self.keys[1 - k].astype(np.float32)
+            change = np.abs(self.keys[k].astype(np.float32) - background).sum(-1)
             self._foreground[k] = 1.0 - np.exp(-COLOUR_WEIGHT * change)
         return self._foreground[k]
 
@@ -401,14 +413,9 @@ class PathFrames:
         """Where key k's pixels are at key `near` (h, w, 2) px: parts move by their shift, the
         rest by their flow."""
         parts, pos, _, _ = self.prior_inputs(k, near)
-        h, w = parts.shape
-        shift = self.flow(k, near).astype(np.float64).copy()
-        if len(pos):
-            own, there = (1, 2) if k < near else (2, 1)
-            part_shift = ((pos[:, there] - pos[:, own]).double() * torch.tensor([w, h])).numpy()
-            inside = parts >= 0
-            shift[inside] = part_shift[parts[inside]]
-        return shift
+        own, there = (1, 2) if k < near else (2, 1)
+        field = self.flow(k, near).astype(np.float64).copy()
+        return _paint_parts(parts, pos[:, there] - pos[:, own], field)
 
     def _landing(self, k: int, near: int, shift: np.ndarray) -> np.ndarray:
         """exp(-COLOUR_WEIGHT * colour error) of key k's pixels moved by `shift` onto key near."""
@@ -418,18 +425,13 @@ class PathFrames:
 
     @torch.no_grad()
     def _prior_shift(self, k: int, near: int, frame: int) -> np.ndarray:
-        h, w = self.keys[k].shape[:2]
         parts, pos, times, mask = self.prior_inputs(k, near)
-        shift = np.zeros((h, w, 2))
-        if len(pos):
-            n = len(pos)
-            query = torch.full((n,), frame / self.fps)
-            moved = self.motion(pos, times.expand(n, 4), mask, query)
-            own = pos[:, 1 if k < near else 2]
-            part_shift = ((moved - own).double() * torch.tensor([w, h])).numpy()
-            inside = parts >= 0
-            shift[inside] = part_shift[parts[inside]]
-        return shift
+        shift = np.zeros((*parts.shape, 2))
+        if not len(pos):
+            return shift
+        n = len(pos)
+        moved = self.motion(pos, times.expand(n, 4), mask, torch.full((n,), frame / self.fps))
+        return _paint_parts(parts, moved - pos[:, 1 if k < near else 2], shift)
 
     def __call__(self, frame: int) -> np.ndarray:
         i, t = key_span(self.positions, frame)

@@ -28,10 +28,15 @@ import numpy as np
 
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
+from pipeline import safety
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MP4_CRF = 18  # visually lossless for x264; 23 is x264's default, lower is larger and better
 MP4_PRESET = "medium"
+# x264's output depends on its thread count, which it otherwise takes from the CPUs it may use
+# (and a loaded model may change that): a fixed count, and muxing without version strings, make
+# the same frames the same bytes on any machine.
+MP4_THREADS = 2
 GIF_MIN_DELAY_CS = 2  # browsers show delays below 2/100 s as 10/100 s
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -53,6 +58,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path}: image not found")
     if not path.is_file():
         raise UserError(f"{path}: expected an image file, got a folder")
+    safety.check_image_file(path)  # before decoding: a 12000x9000 key would need 324 MB
     try:
         data = np.fromfile(path, dtype=np.uint8)  # imdecode: no trouble with non-ASCII paths
     except OSError as err:
@@ -157,6 +163,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool, folder: bool = Fals
         raise UserError(f"{path}: cannot create it, {parent} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{path}: folder {parent} is not writable")
+    safety.probe_writable(path)  # read-only file systems and full disks, before the work
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
@@ -259,7 +266,7 @@ def write_mp4(
     path = Path(path)
     rate = _fps_fraction(fps)
     _refuse_existing(path, overwrite)
-    options = {"movflags": "+faststart"}
+    options = {"movflags": "+faststart", "fflags": "+bitexact"}
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4", options=options) as out:
         stream = None
         for index, frame in enumerate(frames):
@@ -283,7 +290,7 @@ def _add_h264_stream(out, rate: Fraction, size: tuple[int, int], crf: int):
     stream = out.add_stream("libx264", rate=rate)
     stream.height, stream.width = (s + s % 2 for s in size)
     stream.pix_fmt = "yuv420p"
-    stream.options = {"crf": str(crf), "preset": MP4_PRESET}
+    stream.options = {"crf": str(crf), "preset": MP4_PRESET, "threads": str(MP4_THREADS)}
     codec = stream.codec_context
     codec.colorspace = Colorspace.ITU709
     codec.color_range = ColorRange.MPEG
@@ -482,6 +489,7 @@ def write_sidecar(path: str | os.PathLike, record: dict) -> Path:
     """
     target = sidecar_path(path)
     text = json.dumps({**record, "provenance": provenance()}, indent=2, default=_json_default)
+    text = json.dumps(safety.json_safe(json.loads(text)), indent=2, allow_nan=False)  # no NaN
     with atomic_path(target) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     return target

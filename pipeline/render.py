@@ -16,6 +16,8 @@ segments). ``animatic=True`` holds each panel for its duration (no model): an in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -33,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyframe.errors import UserError
-from pipeline import io
+from pipeline import io, locks, safety
 from pipeline.devices import resolve_device
 from pipeline.shotlist import ShotList, load_shotlist
 from pipeline.storyboard import (
@@ -358,6 +360,27 @@ class RenderResult:
     num_frames: int
 
 
+def _exclusive(function: Callable) -> Callable:
+    """Run ``render`` holding the locks of its output (and of ``work_dir`` when one is given),
+    after removing the temp files a killed render of that output left."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def locked(*args, **kwargs):
+        given = signature.bind(*args, **kwargs).arguments
+        out, work = Path(given["out"]), given.get("work_dir")
+        with contextlib.ExitStack() as hold:
+            hold.enter_context(locks.exclusive(out, what=f"render --out {out}"))
+            if work is not None:
+                hold.enter_context(locks.exclusive(work, what=f"render --work {work}"))
+            safety.clean_temporaries(out.parent, (out.name, out.stem))
+            safety.clean_temporaries(Path(work) if work is not None else parts_folder(out))
+            return function(*args, **kwargs)
+
+    return locked
+
+
+@_exclusive
 def render(
     source: str | os.PathLike | ShotList,
     out: str | os.PathLike,

@@ -21,6 +21,7 @@ panel numbers. A panel PNG edited by hand is kept and locked, never overwritten.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -37,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyframe.errors import UserError
-from pipeline import io
+from pipeline import io, locks, safety
 from pipeline.devices import resolve_device
 from pipeline.shotlist import MAX_SEED, Panel, ShotList, load_shotlist, panel_error
 from pipeline.timeline import FramePlan, make_plan
@@ -239,6 +240,10 @@ def read_manifest(folder: Path) -> dict | None:
             f"{path}: storyboard format version {manifest.get('version')!r}, "
             f"this animatic reads version {VERSION}; write a new storyboard folder"
         )
+    for number, record in enumerate(manifest["panels"], start=1):
+        safety.plain_name(record.get("file"), f"{path}: panel {number}'s file")
+    for name in manifest.get("drawing", []):
+        safety.plain_name(name, f"{path}: drawing")
     return manifest
 
 
@@ -383,6 +388,18 @@ def _check_folder(folder: Path, old: dict | None, overwrite: bool) -> None:
         raise UserError(f"{folder}: storyboard folder is not writable")
 
 
+def _exclusive(function: Callable) -> Callable:
+    """Run ``function(shots, out, ...)`` holding the lock of folder ``out`` (pipeline.locks)."""
+
+    @functools.wraps(function)
+    def locked(shots, out, *args, **kwargs):
+        with locks.exclusive(out, what=f"storyboard {out}"):
+            return function(shots, out, *args, **kwargs)
+
+    return locked
+
+
+@_exclusive
 def storyboard(
     shots: str | os.PathLike | ShotList,
     out: str | os.PathLike,
@@ -417,6 +434,8 @@ def storyboard(
     if batch_size < 1:
         raise UserError(f"batch size: expected a whole number >= 1, got {batch_size}")
     old = read_manifest(folder) if folder.is_dir() else None
+    if old is not None:
+        safety.clean_temporaries(folder)  # left by a run killed mid-write (we hold the lock)
     _check_folder(folder, old, overwrite)
     count = len(shots.panels)
     reroll = parse_panels(reroll, count, "--panel")
@@ -554,8 +573,9 @@ def storyboard(
         _say(verbose, f"panels {listed}: out of date with the shot list (run without --panel)")
 
     targets = {folder / records[i]["file"] for i in [*todo, *renames, *reuse]}
+    drawing = {folder / name for name in (old or {}).get("drawing", [])}  # a killed run's
     for path in targets:
-        if path.exists() and path not in old_files and not overwrite:
+        if path.exists() and path not in {*old_files, *drawing} and not overwrite:
             raise UserError(f"{path} exists and is not part of this storyboard; pass --overwrite")
 
     prompt_todo = [i for i in todo if records[i]["source"] == "prompt"]
@@ -571,20 +591,29 @@ def storyboard(
     done: list[int] = []
     images: dict[int, np.ndarray] = {}
     copies = {i: path.read_bytes() for i, path in reuse.items()}
+    pending = set(todo) | set(renames) | set(reuse)
+
+    def finished(index: int) -> None:
+        """Note a finished panel in the manifest at once, so even `kill -9` keeps it."""
+        done.append(index)
+        _write_manifest(folder, _progress(shots, model, records, old_records, pending, done))
+
+    if pending:  # before any panel: a killed run leaves a manifest a rerun can resume from
+        _write_manifest(folder, _progress(shots, model, records, old_records, pending, done))
     try:
         for index, source in renames.items():
             os.replace(source, folder / records[index]["file"])
-            done.append(index)
+            finished(index)
         for index, data in copies.items():
             with io.atomic_path(folder / records[index]["file"]) as tmp:
                 tmp.write_bytes(data)
             records[index]["file_sha256"] = _sha256(data)
-            done.append(index)
+            finished(index)
         for index in todo:
             if records[index]["source"] == "image":
                 image = fit_image(io.read_image(records[index]["image"]), width, height)
                 _save_panel(folder, records[index], image, images, index)
-                done.append(index)
+                finished(index)
         groups: dict[tuple, list[int]] = {}
         anchors_drawn = {a for i, a in anchor_of.items() if i in prompt_todo}
         for index in prompt_todo:
@@ -606,19 +635,11 @@ def storyboard(
                             continue  # the anchor again, drawn only for the others to see
                         image = fit_image(image, width, height)
                         _save_panel(folder, records[index], image, images, index)
-                        done.append(index)
+                        finished(index)
                     bar.update(len(fresh))
     finally:
-        pending = set(todo) | set(renames) | set(reuse)
-        complete = pending <= set(done)
-        if not complete:
-            # Interrupted: record the panels as their files are now, so a rerun picks up.
-            records = [
-                old_records.get(r["number"]) if i in pending - set(done) else r
-                for i, r in enumerate(records)
-            ]
-            records = [r for r in records if r is not None]
-        manifest = _manifest(shots, model, records, complete)
+        manifest = _progress(shots, model, records, old_records, pending, done)
+        records = manifest["panels"]
         if done or _core(manifest) != _core(old):
             _write_manifest(folder, manifest)
 
@@ -735,8 +756,29 @@ def _save_panel(folder: Path, record: dict, image: np.ndarray, images: dict, ind
     images[index] = image
 
 
-def _manifest(shots: ShotList, model: str, records: list[dict], complete: bool) -> dict:
+def _progress(
+    shots: ShotList,
+    model: str,
+    records: list[dict],
+    old_records: dict,
+    pending: set[int],
+    done: list[int],
+) -> dict:
+    """The manifest as the folder is now: panels still pending keep their old records (or none),
+    and until all are done it lists the files being drawn (a rerun may replace them)."""
+    waiting = pending - set(done)
+    if not waiting:
+        return _manifest(shots, model, records, True)
+    now = [old_records.get(r["number"]) if i in waiting else r for i, r in enumerate(records)]
+    drawing = sorted({records[i]["file"] for i in waiting})
+    return _manifest(shots, model, [r for r in now if r is not None], False, drawing)
+
+
+def _manifest(
+    shots: ShotList, model: str, records: list[dict], complete: bool, drawing: list | None = None
+) -> dict:
     source = Path(shots.source)
+    extra = {"drawing": drawing} if drawing else {}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -750,6 +792,7 @@ def _manifest(shots: ShotList, model: str, records: list[dict], complete: bool) 
         "models": {"keyframe": model, "interpolate": shots.interpolate_model},
         "contact_sheet": SHEET,
         "complete": complete,
+        **extra,
         "panels": records,
     }
 
@@ -770,7 +813,7 @@ def load_storyboard(folder: str | os.PathLike) -> Storyboard:
     width, height = manifest.get("width"), manifest.get("height")
     images = []
     for record in manifest["panels"]:
-        path = folder / str(record.get("file"))
+        path = folder / record["file"]  # a plain name: read_manifest checked it
         if not path.is_file():
             raise UserError(f"{path}: panel {record.get('number')} is missing; rerun storyboard")
         images.append(_read_panel(path, width, height))

@@ -20,6 +20,7 @@ from lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, Dataset
 
 from interpolate.motion import MotionPrior
+from keyframe.data import check_loader_options
 from keyframe.errors import UserError
 
 MANIFEST = "clips.jsonl"
@@ -135,6 +136,7 @@ class TrackDataModule(LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
+        check_loader_options(batch_size, 0)
         self.data, self.num_frames, self.batch_size = data, num_frames, batch_size
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
         self.train_set: TrackDataset | None = None

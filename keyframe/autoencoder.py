@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from keyframe.errors import UserError
-from keyframe.files import atomic_write
+from keyframe.files import atomic_write, load_checkpoint
 from keyframe.layers import Downsample, ResBlock, SelfAttention2d, Upsample, group_norm
 
 WEIGHTS_NAME = "autoencoder.safetensors"
@@ -487,8 +487,8 @@ def save_autoencoder(
 
 def _load_checkpoint(path: Path) -> FrameAutoencoder:
     """Rebuild the autoencoder from an AutoencoderModule Lightning checkpoint."""
+    ckpt = load_checkpoint(path, "autoencoder checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         hparams = ckpt["hyper_parameters"]
         names = inspect.signature(FrameAutoencoder).parameters
         ae = FrameAutoencoder(**{k: hparams[k] for k in names if k in hparams})
@@ -496,7 +496,8 @@ def _load_checkpoint(path: Path) -> FrameAutoencoder:
         state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         ae.load_state_dict(state)
     except Exception as err:
-        raise UserError(f"{path}: not a readable autoencoder checkpoint ({err})") from err
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(f"{path}: not a readable autoencoder checkpoint ({detail})") from None
     return ae
 
 

@@ -467,6 +467,13 @@ def split_records(
     return train, val
 
 
+def check_loader_options(batch_size: object, num_workers: object) -> None:
+    """UserError (one line, before any work) unless batch_size >= 1 and num_workers >= 0."""
+    for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"data.{name}: expected a whole number >= {low}, got {value!r}")
+
+
 def _loader(dataset: Dataset | None, batch_size: int, num_workers: int, train: bool):
     if dataset is None:
         return []
@@ -497,6 +504,7 @@ class ImageDataModule(LightningDataModule):
         latents: str | None = None,
     ):
         super().__init__()
+        check_loader_options(batch_size, num_workers)
         self.data, self.size, self.batch_size, self.num_workers = (
             data,
             size,
@@ -565,6 +573,7 @@ class ClipDataModule(LightningDataModule):
         latents: str | None = None,
     ):
         super().__init__()
+        check_loader_options(batch_size, num_workers)
         self.data, self.num_frames, self.size, self.strides = data, num_frames, size, tuple(strides)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_fraction, self.seed, self.mode = val_fraction, seed, mode

@@ -39,3 +39,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict:
+    """A Lightning .ckpt (or torch.save file) read with ``weights_only=True``: tensors, numbers,
+    strings and containers only, so a crafted file cannot run code while it is read (a plain
+    ``torch.load`` runs any pickled callable under torch < 2.6). Any failure is one UserError
+    line naming the file."""
+    import pickle
+
+    import torch
+
+    from keyframe.errors import UserError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):  # torch's refusal of a class or function it does not allow
+            raise UserError(
+                f"{path}: refused: the {what} holds pickled Python objects besides tensors, "
+                "which could run code when loaded (only plain Lightning checkpoints are read)"
+            ) from None
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(f"{path}: not a readable {what} ({detail})") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except Exception as err:  # truncated or not a torch file at all
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(f"{path}: not a readable {what} ({detail})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: not a {what} (expected a dict, got {type(ckpt).__name__})")
+    return ckpt

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from keyframe.errors import UserError
+from keyframe.files import load_checkpoint
 
 
 def find_prefix(state: Mapping[str, Any], markers: Sequence[str]) -> str | None:
@@ -44,10 +45,13 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
 
                 state.update(load_file(file))
             else:
-                ckpt = torch.load(file, map_location="cpu", weights_only=True)
-                state.update(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {})
+                ckpt = load_checkpoint(file, "checkpoint to start from")
+                state.update(ckpt.get("state_dict", ckpt))
+        except UserError as err:
+            raise UserError(f"model.init_from: {err}") from None
         except Exception as err:
-            raise UserError(f"model.init_from: {file}: unreadable weights ({err})") from None
+            detail = " ".join(str(err).split())[:200]
+            raise UserError(f"model.init_from: {file}: unreadable weights ({detail})") from None
     return state
 
 

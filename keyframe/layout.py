@@ -15,9 +15,9 @@ the layout read from the prompt's words and imposed through the initial noise.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,6 +64,7 @@ EXTRA_SHARE = 0.25  # an unasked region this share of the smallest placed subjec
 MISSING_COST = 1.0  # a placed subject not drawn, or an extra copy, costs this (cell distances)
 UNMATCHED = 10.0  # matching leaves a subject without a region only when regions run out
 COLOUR_WEIGHT = 2.0  # matching: RGB distance (as a share of 255) weighs this much
+MAX_SUBJECTS = 9  # one per cell of the grid; later position phrases are not placed
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,16 @@ class Fit:
 
 def prompt_subjects(prompt: str) -> list[Subject]:
     """One Subject per position phrase, in order, with the last colour word of its clause (the
-    words since the previous position phrase)."""
+    words since the previous position phrase); at most MAX_SUBJECTS (with a warning)."""
     text, start, subjects = prompt.lower(), 0, []
     for match in _PLACE_WORDS.finditer(text):
+        if len(subjects) == MAX_SUBJECTS:
+            warnings.warn(
+                f"placement: the prompt has more than {MAX_SUBJECTS} position phrases; "
+                f"only the first {MAX_SUBJECTS} are placed",
+                stacklevel=2,
+            )
+            break
         colours = _COLOUR_WORDS.findall(text[start : match.start()])
         colour = COLOUR_WORDS[colours[-1]] if colours else None
         subjects.append(Subject(PLACES[match.group(1)], colour))
@@ -153,17 +161,9 @@ def fit_subjects(subjects: Sequence[Subject], regions: Sequence[Region]) -> Fit:
     once; regions left over that are not specks beside the subjects count as extra copies."""
     candidates = list(regions[: len(subjects) + 2])
     largest = max((r.area for r in candidates), default=1.0)
-    options = candidates + [None] * len(subjects)
-    best, best_cost = None, math.inf
-    for chosen in itertools.permutations(range(len(options)), len(subjects)):
-        picked = [options[k] for k in chosen]
-        cost = sum(
-            UNMATCHED if r is None else _match_cost(s, r, largest)
-            for s, r in zip(subjects, picked, strict=True)
-        )
-        if cost < best_cost:
-            best, best_cost = picked, cost
-    pairs = tuple(zip(subjects, best or [], strict=True))
+    costs = [[_match_cost(s, r, largest) for r in candidates] for s in subjects]
+    best = [None if k is None else candidates[k] for k in _cheapest_matching(costs)]
+    pairs = tuple(zip(subjects, best, strict=True))
     matched = [r for _, r in pairs if r is not None]
     smallest = min((r.area for r in matched), default=0.0)
     extras = tuple(
@@ -173,6 +173,28 @@ def fit_subjects(subjects: Sequence[Subject], regions: Sequence[Region]) -> Fit:
         MISSING_COST if r is None else cell_distance(r.centre, s.place) for s, r in pairs
     ) + MISSING_COST * len(extras)
     return Fit(pairs, extras, score)
+
+
+def _cheapest_matching(costs: list[list[float]]) -> list[int | None]:
+    """For each row (subject), a distinct column (region) or None (cost UNMATCHED), with the
+    least total cost: exact, by dynamic programming over the sets of columns used, so its time
+    is rows x 2^columns (columns <= MAX_SUBJECTS + 2), not the number of permutations."""
+    columns = len(costs[0]) if costs else 0
+    # state: columns used -> (total cost, picks with None as `columns`); ties go to the first
+    # picks in order, as a search through the permutations in order would find them.
+    states: dict[int, tuple[float, tuple[int, ...]]] = {0: (0.0, ())}
+    for row in costs:
+        nxt: dict[int, tuple[float, tuple[int, ...]]] = {}
+        for used, (total, picks) in states.items():
+            options = [(k, row[k]) for k in range(columns) if not used >> k & 1]
+            for k, cost in [*options, (columns, UNMATCHED)]:
+                key = used if k == columns else used | 1 << k
+                value = (total + cost, (*picks, k))
+                if key not in nxt or value < nxt[key]:
+                    nxt[key] = value
+        states = nxt
+    picks = min(states.values())[1]
+    return [None if k == columns else k for k in picks]
 
 
 def _patch(centre: tuple[float, float], radius: int, h: int, w: int) -> torch.Tensor:

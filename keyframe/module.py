@@ -37,6 +37,8 @@ from keyframe.text import TextEncoder
 from keyframe.unet import UNet
 
 MAX_SAMPLE_STEPS = 1000
+MAX_GUIDANCE = 100.0  # scales in use are 1-20; far above, every image saturates (1e30: black)
+MAX_SIZE_FACTOR = 4  # sampling sides up to 4x the training size (the cost grows as its square)
 PLACE_ROUNDS = 3  # redraws at most per placed image (the best draw is kept)
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0  # validation noise and sample grids use fixed seeds, so runs compare step to step
@@ -152,16 +154,17 @@ def lerp_ema(pairs: Iterable[tuple[nn.Module | None, nn.Module | None]], weight:
 
 
 def check_sampling_options(steps: Any, guidance: Any, sampler: Any) -> None:
-    """UserError unless steps is an integer in 1..1000, guidance a number >= 0, sampler known."""
+    """UserError unless steps is an integer in 1..1000, guidance a number in 0..100, sampler
+    known."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLE_STEPS:
         raise UserError(f"steps: expected an integer from 1 to {MAX_SAMPLE_STEPS}, got {steps!r}")
     if (
         isinstance(guidance, bool)
         or not isinstance(guidance, (int, float))
         or not math.isfinite(guidance)
-        or guidance < 0
+        or not 0 <= guidance <= MAX_GUIDANCE
     ):
-        raise UserError(f"guidance: expected a number >= 0, got {guidance!r}")
+        raise UserError(f"guidance: expected a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
     if sampler not in SAMPLERS:
         raise UserError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
@@ -444,6 +447,12 @@ class KeyframeModule(L.LightningModule):
         m = self.size_multiple
         if min(h, w) < 1 or h % m or w % m:
             raise UserError(f"size: {h}x{w} must be positive multiples of {m} for this model")
+        largest = MAX_SIZE_FACTOR * self.hparams.image_size
+        if max(h, w) > largest:
+            raise UserError(
+                f"size: {h}x{w} is more than {MAX_SIZE_FACTOR}x the {self.hparams.image_size} px "
+                f"this model was trained at (at most {largest} px a side)"
+            )
         return h // self.autoencoder.factor, w // self.autoencoder.factor
 
     @torch.no_grad()

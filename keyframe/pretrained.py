@@ -28,7 +28,7 @@ from keyframe.autoencoder import (
     first_different_weight,
 )
 from keyframe.errors import UserError
-from keyframe.files import atomic_write
+from keyframe.files import atomic_write, load_checkpoint
 from keyframe.module import KeyframeModule, prebuilt_autoencoder
 
 WEIGHTS_NAME = "model.safetensors"
@@ -260,8 +260,8 @@ def read_directory(directory: Path, model: str) -> tuple[Any, Any, dict]:
 def read_checkpoint(path: Path, model: str) -> tuple[Any, Any, dict]:
     """Hyperparameters, autoencoder record (None if older) and sampling weights from a
     Lightning .ckpt of a `model` (its class name, for the error)."""
+    ckpt = load_checkpoint(path, f"{model} checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
     except Exception as err:
         detail = " ".join(str(err).split())[:200]

@@ -21,6 +21,7 @@ from open_clip.transformer import TextTransformer
 from torch import nn
 
 from keyframe.errors import UserError
+from keyframe.files import load_checkpoint
 
 
 @functools.cache
@@ -73,10 +74,19 @@ def _load_text_weights(tower: nn.Module, path: str) -> None:
             f"text encoder pretrained: {path!r} is not a file; give a local .safetensors/.bin/.pt "
             "open_clip checkpoint (weights are never downloaded)"
         )
-    try:
-        state = load_state_dict(path, device="cpu")
-    except Exception as err:
-        raise UserError(f"text encoder pretrained: cannot read {path!r}: {err}") from None
+    if path.endswith(".safetensors"):
+        try:
+            state = load_state_dict(path, device="cpu")
+        except Exception as err:
+            detail = " ".join(str(err).split())[:200]
+            raise UserError(f"text encoder pretrained: cannot read {path!r}: {detail}") from None
+    else:  # read with weights_only, whatever open_clip's version does
+        try:
+            ckpt = load_checkpoint(path, "text encoder checkpoint")
+        except UserError as err:
+            raise UserError(f"text encoder pretrained: {err}") from None
+        state = ckpt.get("state_dict", ckpt)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     # Classic CLIP keeps the text tower at the top level; CustomTextCLIP and CoCa under "text.".
     state = convert_to_custom_text_state_dict(state)
     text = {k.removeprefix("text."): v for k, v in state.items() if k.startswith("text.")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from keyframe.errors import UserError
 
@@ -43,6 +44,19 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(name: str):
+    """Warnings shown as one line ('animatic NAME: warning: ...'), not file, line and source,
+    on a line of their own while a progress bar is drawn."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        from tqdm import tqdm
+
+        text = " ".join(str(message).split())
+        tqdm.write(f"animatic {name}: warning: {text}", file=file or sys.stderr)
+
+    return show_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: dispatch to the subcommand module; user errors become one line, exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -61,14 +75,25 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning(name)
     try:
         return int(module.run(args) or 0)
     except UserError as err:
         print(f"animatic {name}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, read-only, no permission: writers left nothing behind
+        from pipeline.safety import write_error
+
+        message = write_error(err)
+        if message is None:
+            raise
+        print(f"animatic {name}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"animatic {name}: interrupted; finished work is kept", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from keyframe.autoencoder import (
     save_autoencoder,
 )
 from keyframe.errors import UserError
+from keyframe.files import load_checkpoint
 
 STAGES = ("keyframe", "interpolate", "autoencoder", "motion")
 
@@ -96,10 +97,14 @@ def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrit
     if path.is_dir():
         prior = MotionPrior.from_pretrained(path)
     else:
+        ckpt = load_checkpoint(path, "motion prior checkpoint")  # weights_only: never unpickles
         try:
-            prior = MotionModule.load_from_checkpoint(path, map_location="cpu").prior
-        except (OSError, KeyError, RuntimeError, TypeError) as err:
-            raise UserError(f"{path}: not a motion prior checkpoint ({err})") from None
+            module = MotionModule(**ckpt["hyper_parameters"])
+            module.load_state_dict(ckpt["state_dict"])
+        except (KeyError, RuntimeError, TypeError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise UserError(f"{path}: not a motion prior checkpoint ({detail})") from None
+        prior = module.prior
     return prior.save_pretrained(out, fp16=fp16, overwrite=overwrite)
 
 

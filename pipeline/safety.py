@@ -13,7 +13,8 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from keyframe.errors import UserError
@@ -91,6 +92,21 @@ def clean_temporaries(folder: str | os.PathLike, stems: Iterable[str] | None = N
 # ---------------------------------------------------------------- writing
 
 
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder next to ``path`` (which must not exist); on success it becomes
+    ``path`` in one rename, on any failure it is removed: a new folder appears only complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _nearest_folder(path: Path) -> Path:
     parent = path if path.is_dir() else path.parent
     while not parent.exists() and parent != parent.parent:
@@ -98,9 +114,11 @@ def _nearest_folder(path: Path) -> Path:
     return parent
 
 
-def probe_writable(path: str | os.PathLike, need_bytes: int = MIN_FREE_BYTES) -> None:
+def probe_writable(path: str | os.PathLike, need_bytes: int | None = None) -> None:
     """UserError unless a file can be created where ``path`` will be written (read-only file
-    systems and root-owned folders fail here, before the work) and ``need_bytes`` are free."""
+    systems and root-owned folders fail here, before the work) and ``need_bytes`` (default
+    MIN_FREE_BYTES) are free."""
+    need_bytes = MIN_FREE_BYTES if need_bytes is None else need_bytes
     path = Path(path)
     folder = _nearest_folder(path)
     probe = folder / f".animatic-probe.{secrets.token_hex(4)}"

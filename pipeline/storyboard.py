@@ -132,6 +132,7 @@ def pretrained_keyframes(name: str, width: int, height: int, device: str | None 
         module = from_pretrained(name, device=resolve_device(device))
     except UserError as err:
         raise UserError(f"keyframe {err}; for a preview use --keyframe-model oracle") from None
+    module.latent_size((height, width))  # a size the model cannot draw fails before any panel
 
     def draw(prompts, negatives, seeds, steps, guidance, anchors=None, noise_share=0.0):
         if anchors is not None:

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from keyframe.errors import UserError
+from keyframe.files import load_checkpoint
 
 # stage -> (LightningModule, LightningDataModule), as "module:Class".
 STAGES: dict[str, tuple[str, str]] = {
@@ -50,6 +51,10 @@ def _check_ckpt_path(cli_args: list[str]) -> None:
             value = cli_args[i + 1]
         if value and value not in ("last", "best", "hpc", "registry") and not Path(value).is_file():
             raise UserError(f"--ckpt_path {value}: no such checkpoint file")
+        if value and Path(value).is_file():
+            # Lightning reads it with torch.load's default, which unpickles anything under
+            # torch < 2.6: read it safely first, so a crafted file is refused before it runs.
+            load_checkpoint(value, "checkpoint to resume")
 
 
 def build_cli(stage: str, cli_args: list[str], run: bool = True):

@@ -11,6 +11,7 @@ records everything needed to reproduce it.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ import torch
 
 from interpolate.flow import INIT_KINDS
 from keyframe.errors import UserError
-from pipeline import io
+from pipeline import io, locks, safety
 from pipeline.devices import resolve_device
 
 DEFAULT_MODEL = "shapes"
@@ -248,6 +249,34 @@ def _frames(stream: Iterator[torch.Tensor], fit: Fit, keys_out: dict[int, np.nda
             yield from_model(io.to_uint8_rgb(frame.numpy()), fit)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numeric options in range (NaN and 1e30 included) before any work."""
+    from keyframe.module import MAX_GUIDANCE, MAX_SAMPLE_STEPS
+    from pipeline.shotlist import MAX_FPS, MAX_SEED
+
+    safety.check_number(args.fps, "--fps", 1e-3, MAX_FPS)
+    safety.check_number(args.seed, "--seed", 0, MAX_SEED, integer=True)
+    if args.guidance is not None:
+        safety.check_number(args.guidance, "--guidance", 0, MAX_GUIDANCE)
+    if args.steps is not None:
+        safety.check_number(args.steps, "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
+
+
+def _exclusive(function):
+    """Run the command holding the lock of its --out, after removing the temp files a killed
+    run of that output left (pipeline.locks, pipeline.safety)."""
+
+    @functools.wraps(function)
+    def locked(args: argparse.Namespace) -> int:
+        out = Path(args.out)
+        with locks.exclusive(out, what=f"tween --out {out}"):
+            safety.clean_temporaries(out.parent, (out.name, out.stem))
+            return function(args)
+
+    return locked
+
+
+@_exclusive
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -256,11 +285,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     kind = _output_kind(out)
     io.check_writable(out, args.overwrite, folder=kind == "png")
-    if not (args.fps > 0 and np.isfinite(args.fps)):
-        raise UserError(f"--fps {args.fps}: expected a positive frame rate")
+    _check_numbers(args)
     paths = _key_paths(args.keys)
     timing = parse_timing(args.timing) if args.timing is not None else None
     positions, num_frames = key_positions(len(paths), args.between, timing, args.loop)
+    safety.check_frame_count(num_frames, "--between/--timing")
     keys = _read_keys(paths)
     if args.loop:
         keys.append(keys[0])
@@ -294,7 +323,11 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     frames = _frames(stream, fit, keys_out, shown)
     try:
-        if kind == "png":
+        if kind == "png" and not out.exists():  # a new folder appears only when complete
+            with safety.atomic_folder(out) as tmp:
+                written = io.write_png_sequence(tmp, frames, name=out.name)
+            written = [out / path.name for path in written]
+        elif kind == "png":
             written = io.write_png_sequence(out, frames, name=out.name, overwrite=args.overwrite)
         else:
             written = io.write_video(out, frames, args.fps, overwrite=args.overwrite)

@@ -209,7 +209,7 @@ def test_pretrained_errors_are_user_errors(tiny_clip, tmp_path):
             pretrained=str(tiny_clip["folder"] / "classic.safetensors"),
         )
     (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match="not a readable text encoder checkpoint"):
         TextEncoder(model_name=tiny_clip["config"], pretrained=str(tmp_path / "junk.bin"))
     with pytest.raises(UserError, match="not an open_clip model"):
         TextEncoder(model_name="no-such-model")

@@ -162,7 +162,6 @@ class InterpolateModule(L.LightningModule):
         self.ema_net: VideoUNet | None = None
         self.ema_text: TextEncoder | None = None
         self._make_ema()
-        self._ema_step = -1
         self._initialised = init_from is None
 
     # ---- pieces other code uses ---------------------------------------------------------------
@@ -373,10 +372,11 @@ class InterpolateModule(L.LightningModule):
     def on_fit_start(self) -> None:
         latent_cache.prepare(self, self.trainer.datamodule)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.global_step != self._ema_step:  # once per optimizer step
-            self._ema_step = self.global_step
-            self.update_ema()
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Right after each optimizer step, before any callback runs: a checkpoint saved at this
+        # step (ModelCheckpoint runs before a module's on_train_batch_end) holds its EMA.
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["autoencoder_config"] = autoencoder_record(self.autoencoder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from keyframe.errors import UserError
+from keyframe.media import read_video_file, video_file_info
+from keyframe.resume import EpochSampler, ResumableLoader, item_key, robust_item
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v"})
@@ -122,13 +125,12 @@ def _read_sidecars(folder: Path) -> list[dict]:
             f"{folder}: {len(missing)} of {len(media)} files have no caption; expected "
             f"{example.with_suffix('.txt')} next to {example} (or a metadata.jsonl)"
         )
-    return [
+    captions = [p.with_suffix(".txt") for p in media]
+    return [  # paths relative to `folder`, which _record joins them to
         _record(
-            {"path": str(p), "caption": p.with_suffix(".txt").read_text(encoding="utf-8")},
-            folder,
-            str(p.with_suffix(".txt")),
+            {"path": str(p.relative_to(folder)), "caption": t.read_text("utf-8")}, folder, str(t)
         )
-        for p in media
+        for p, t in zip(media, captions, strict=True)
     ]
 
 
@@ -203,14 +205,7 @@ def video_info(path: str | Path) -> tuple[int, float | None]:
     path = Path(path)
     if path.is_dir():
         return len(_frame_files(path)), None
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise UserError(f"{path}: not a readable video")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), (fps if fps > 0 else None)
-    finally:
-        capture.release()
+    return video_file_info(path)
 
 
 def read_video(
@@ -218,32 +213,18 @@ def read_video(
 ) -> np.ndarray:
     """Frames start, start + stride, ... (count of them, or to the end) as uint8 RGB (f, h, w, 3).
 
-    Frames are decoded in order from the first (exact for every codec, unlike seeking). Returns
-    fewer than count frames if the video ends first.
+    Video files are decoded from the keyframe before `start` (keyframe.media), frame folders
+    read file by file. Returns fewer than count frames if the video ends first.
     """
     if start < 0 or stride < 1 or (count is not None and count < 1):
         raise ValueError("read_video needs start >= 0, stride >= 1, count >= 1")
     path = Path(path)
-    limit = math.inf if count is None else count
     frames: list[np.ndarray] = []
     if path.is_dir():
         files = _frame_files(path)[start::stride]
         frames = [read_image(f) for f in files[: None if count is None else count]]
     else:
-        capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise UserError(f"{path}: not a readable video")
-        try:
-            index = 0
-            while len(frames) < limit and capture.grab():
-                if index >= start and (index - start) % stride == 0:
-                    ok, frame = capture.retrieve()
-                    if not ok:
-                        break
-                    frames.append(_as_rgb8(frame))
-                index += 1
-        finally:
-            capture.release()
+        return read_video_file(path, start, count, stride)
     if not frames:
         raise UserError(f"{path}: no frames from frame {start}")
     return np.stack(frames)
@@ -371,8 +352,12 @@ class ImageCaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict:
-        record, draws = self.records[index], _Draws(self.seed, index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, seed = item_key(key, self.seed)
+        return robust_item(lambda i: self._item(i, seed), index, self.records)
+
+    def _item(self, index: int, seed: int | None) -> dict:
+        record, draws = self.records[index], _Draws(seed, index)
         if record["kind"] == "image":
             image = read_image(record["path"])
         else:
@@ -420,19 +405,25 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def window(self, index: int) -> tuple[int, int]:
-        """The (start, stride) of item `index`: drawn afresh, or fixed per index with a seed."""
-        frames, draws = self.records[index]["frames"], _Draws(self.seed, index)
+    def window(self, index: int, seed: int | None = None) -> tuple[int, int]:
+        """The (start, stride) of item `index`: fixed by `seed` (default: the dataset's), drawn
+        afresh without one."""
+        seed = self.seed if seed is None else seed
+        frames, draws = self.records[index]["frames"], _Draws(seed, index)
         fits = [s for s in self.strides if (self.num_frames - 1) * s + 1 <= frames]
         stride = fits[draws.integer(len(fits))]
         last_start = frames - ((self.num_frames - 1) * stride + 1)
         start = draws.integer(last_start + 1) if self.random_start else 0
         return start, stride
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, seed = item_key(key, self.seed)
+        return robust_item(lambda i: self._item(i, seed), index, self.records)
+
+    def _item(self, index: int, seed: int | None) -> dict:
         record = self.records[index]
         frames = record["frames"]
-        start, stride = self.window(index)
+        start, stride = self.window(index, seed)
         video = read_video(record["path"], start=start, count=self.num_frames, stride=stride)
         if len(video) < self.num_frames:
             raise UserError(
@@ -474,18 +465,33 @@ def check_loader_options(batch_size: object, num_workers: object) -> None:
             raise UserError(f"data.{name}: expected a whole number >= {low}, got {value!r}")
 
 
-def _loader(dataset: Dataset | None, batch_size: int, num_workers: int, train: bool):
+def check_bad_fraction(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UserError(f"data.max_bad_fraction: expected a number from 0 to 1, got {value!r}")
+
+
+def _run_seed(seed: int) -> int:
+    """The training order's seed: the data seed with the run's seed_everything value."""
+    run = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    return int(np.random.SeedSequence([seed, run]).generate_state(1)[0]) % 2**31
+
+
+def _loader(dataset: Dataset | None, batch_size: int, num_workers: int, train: bool, seed=0):
+    """Training: a ResumableLoader in the EpochSampler's order (keyframe.resume); else the
+    dataset in order."""
     if dataset is None:
         return []
-    return DataLoader(
-        dataset,
+    options = dict(
         batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+    if not train:
+        return DataLoader(dataset, **options)
+    sampler = EpochSampler(dataset, _run_seed(seed))
+    drop_last = len(sampler) > batch_size
+    return ResumableLoader(dataset, sampler=sampler, drop_last=drop_last, **options)
 
 
 class ImageDataModule(LightningDataModule):
@@ -502,9 +508,12 @@ class ImageDataModule(LightningDataModule):
         flip: bool = False,
         mode: str = "crop",
         latents: str | None = None,
+        max_bad_fraction: float = 0.1,
     ):
         super().__init__()
         check_loader_options(batch_size, num_workers)
+        check_bad_fraction(max_bad_fraction)
+        self.max_bad_fraction = max_bad_fraction
         self.data, self.size, self.batch_size, self.num_workers = (
             data,
             size,
@@ -550,7 +559,7 @@ class ImageDataModule(LightningDataModule):
             self.val_set = ImageCaptionDataset(val, self.size, mode=self.mode, seed=self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        return _loader(self.train_set, self.batch_size, self.num_workers, train=True)
+        return _loader(self.train_set, self.batch_size, self.num_workers, True, self.seed)
 
     def val_dataloader(self) -> DataLoader | list:
         return _loader(self.val_set, self.batch_size, self.num_workers, train=False)
@@ -571,9 +580,12 @@ class ClipDataModule(LightningDataModule):
         seed: int = 0,
         mode: str = "crop",
         latents: str | None = None,
+        max_bad_fraction: float = 0.1,
     ):
         super().__init__()
         check_loader_options(batch_size, num_workers)
+        check_bad_fraction(max_bad_fraction)
+        self.max_bad_fraction = max_bad_fraction
         self.data, self.num_frames, self.size, self.strides = data, num_frames, size, tuple(strides)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_fraction, self.seed, self.mode = val_fraction, seed, mode
@@ -610,7 +622,7 @@ class ClipDataModule(LightningDataModule):
             self.val_set = ClipDataset(val, **args, seed=self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        return _loader(self.train_set, self.batch_size, self.num_workers, train=True)
+        return _loader(self.train_set, self.batch_size, self.num_workers, True, self.seed)
 
     def val_dataloader(self) -> DataLoader | list:
         return _loader(self.val_set, self.batch_size, self.num_workers, train=False)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from keyframe.errors import UserError
 from keyframe.files import atomic_write
+from keyframe.resume import item_key
 
 FORMAT = "animatic-latents-1"
 
@@ -145,11 +146,12 @@ class CachedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.captions)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
         from keyframe.data import _Draws, mirror_caption
 
+        index, seed = item_key(key, self.seed)
         latent, caption = self.latents[index], self.captions[index]
-        if self.flip and _Draws(self.seed, index).coin():
+        if self.flip and _Draws(seed, index).coin():
             latent, caption = self.mirrored[index], mirror_caption(caption)
         return {"latent": latent.float(), "caption": caption}
 
@@ -165,12 +167,13 @@ class CachedClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
         from safetensors import safe_open
 
         if self._file is None:  # opened lazily: once per data-loader worker
             self._file = safe_open(self.path, "pt")
-        start, stride = self.clips.window(index)
+        index, seed = item_key(key, None)
+        start, stride = self.clips.window(index, seed)
         n, record = self.clips.num_frames, self.clips.records[index]
         stored = self._file.get_slice(f"clip{index}")
         if stored.get_shape()[0] != record["frames"]:

@@ -64,6 +64,7 @@ MAX_FPS = 240
 MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
 MAX_SEED = 2**63 - 1
+MAX_FRAMES = 100_000  # frames in a film: over an hour at 24 fps (pipeline.safety.MAX_FRAMES)
 TRANSITIONS = ("tween", "cut")
 
 TOP_KEYS = (
@@ -350,6 +351,12 @@ class _Parser:
             panels.append(self.read_panel(node, index, fps, defaults, ends_film))
         self.panel = 0
         title = self.text(items["title"], "title") if "title" in items else None
+        total = sum(panel.duration for panel in panels)
+        if total > MAX_FRAMES:  # checked before any panel is drawn or frame is made
+            raise self.error(
+                items["panels"], "duration",
+                f"the film is {total} frames, more than {MAX_FRAMES}; split it into several",
+            )  # fmt: skip
         return ShotList(
             title=title or Path(self.source).stem or "untitled",
             fps=fps,

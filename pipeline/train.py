@@ -68,11 +68,16 @@ def build_cli(stage: str, cli_args: list[str], run: bool = True):
     # `args` is how this command passes its own arguments; the warning assumes a script.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     model_cls, data_cls = (_import(spec) for spec in STAGES[stage])
+    from keyframe.resume import BadSamples, StepSeeds
 
     class StageCLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
             for source, target in LINKS[stage]:
                 parser.link_arguments(source, target)
+
+        def before_fit(self):
+            if self.trainer.fast_dev_run:  # a debug run must leave nothing to resume from
+                drop_checkpointing(self.trainer)
 
     return StageCLI(
         model_cls,
@@ -86,7 +91,17 @@ def build_cli(stage: str, cli_args: list[str], run: bool = True):
         },
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
+        # exact resume and bad-file counting (keyframe.resume), appended to the config's own
+        trainer_defaults={"callbacks": [StepSeeds(), BadSamples()]},
     )
+
+
+def drop_checkpointing(trainer) -> None:
+    """Remove the checkpoint callbacks: Lightning's ModelCheckpoint still writes last.ckpt at
+    the end of a fast_dev_run, which a later `--ckpt_path last` would resume from."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,4 +121,25 @@ def run(args: argparse.Namespace) -> int:
         build_cli(args.stage, args.cli_args or ["--help"])
     except ArgumentError as err:
         raise UserError(" ".join(str(err).split())) from None
+    except (ValueError, TypeError) as err:
+        if not _trainer_settings_error(err):
+            raise
+        raise UserError(f"trainer: {' '.join(str(err).split())}") from None
     return 0
+
+
+def _trainer_settings_error(err: BaseException) -> bool:
+    """Whether Lightning raised `err` checking the trainer's settings (strategy, accelerator,
+    devices, precision: e.g. `--trainer.strategy fsdp` on a CPU), a bad option, not a bug."""
+    frame, where = err.__traceback__, ""
+    while frame is not None:
+        where, frame = frame.tb_frame.f_code.co_filename, frame.tb_next
+    return any(part in where.replace("\\", "/") for part in SETTINGS_CHECKS)
+
+
+# Lightning's modules that check trainer settings; errors raised in them are the user's options.
+SETTINGS_CHECKS = (
+    "lightning/pytorch/trainer/connectors/accelerator_connector.py",
+    "lightning/fabric/connector.py",
+    "lightning/pytorch/trainer/setup.py",
+)

@@ -60,12 +60,13 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict:
                 f"{path}: refused: the {what} holds pickled Python objects besides tensors, "
                 "which could run code when loaded (only plain Lightning checkpoints are read)"
             ) from None
-        detail = " ".join(str(err).split())[:200]
-        raise UserError(f"{path}: not a readable {what} ({detail})") from None
+        raise UserError(f"{path}: not a readable {what} (not a torch file)") from None
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
     except Exception as err:  # truncated or not a torch file at all
         detail = " ".join(str(err).split())[:200]
+        if "zip archive" in detail or "central directory" in detail:
+            detail = "truncated, or not a torch file"
         raise UserError(f"{path}: not a readable {what} ({detail})") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path}: not a {what} (expected a dict, got {type(ckpt).__name__})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import warnings
@@ -57,9 +58,19 @@ def _one_line_warning(name: str):
     return show_warning
 
 
+def _quiet_opencv() -> None:
+    """OpenCV logs its own lines (to the C stderr) for a corrupt image, on top of the one line
+    animatic prints about it."""
+    with contextlib.suppress(ImportError, AttributeError):
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: dispatch to the subcommand module; user errors become one line, exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_opencv()
     if not argv or argv[0] not in COMMANDS:
         try:
             _top_parser().parse_args(argv)

@@ -164,8 +164,15 @@ def check_number(
     if ok and integer:
         ok = isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())
     if not ok or not math.isfinite(value) or not low <= value <= high:
-        raise UserError(f"{name}: expected {kind} from {low:g} to {high:g}, got {value!r}")
+        raise UserError(
+            f"{name}: expected {kind} from {_show(low)} to {_show(high)}, got {value!r}"
+        )
     return int(value) if integer else value
+
+
+def _show(number: float) -> str:
+    """A limit as people write it: 100, 0.001, 9223372036854775807 (not 9.22337e+18)."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def check_frame_count(count: int, what: str) -> None:

@@ -115,14 +115,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     _check_ckpt_path(args.cli_args)
     try:
         build_cli(args.stage, args.cli_args or ["--help"])
     except ArgumentError as err:
         raise UserError(" ".join(str(err).split())) from None
-    except (ValueError, TypeError) as err:
-        if not _trainer_settings_error(err):
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        if not (isinstance(err, MisconfigurationException) or _trainer_settings_error(err)):
             raise
         raise UserError(f"trainer: {' '.join(str(err).split())}") from None
     return 0

@@ -11,6 +11,7 @@ diffusion model's latents mean the same thing to the new decoder.
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 
 import torch
@@ -99,7 +100,9 @@ def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrit
     else:
         ckpt = load_checkpoint(path, "motion prior checkpoint")  # weights_only: never unpickles
         try:
-            module = MotionModule(**ckpt["hyper_parameters"])
+            names = inspect.signature(MotionModule).parameters  # not LightningCLI's extras
+            hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in names}
+            module = MotionModule(**hparams)
             module.load_state_dict(ckpt["state_dict"])
         except (KeyError, RuntimeError, TypeError) as err:
             detail = " ".join(str(err).split())[:200]

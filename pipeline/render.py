@@ -374,7 +374,9 @@ def _exclusive(function: Callable) -> Callable:
             if work is not None:
                 hold.enter_context(locks.exclusive(work, what=f"render --work {work}"))
             safety.clean_temporaries(out.parent, (out.name, out.stem))
-            safety.clean_temporaries(Path(work) if work is not None else parts_folder(out))
+            parts = Path(work) if work is not None else parts_folder(out)
+            if (parts / PARTS_MARKER).is_file():  # only in a work folder animatic made
+                safety.clean_temporaries(parts)
             return function(*args, **kwargs)
 
     return locked

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyframe.errors import UserError
-from pipeline import io
+from pipeline import editorial, io
 from pipeline.devices import resolve_device
 from pipeline.shotlist import ShotList, load_shotlist
 from pipeline.storyboard import (
@@ -288,15 +288,17 @@ def _run_tween(tween: TweenFn, job: SegmentJob, kwargs: set[str], fps: float) ->
 
 
 def output_kind(path: Path) -> str:
-    """``mp4``, ``gif`` or ``png`` (a folder for a PNG sequence), from the output name."""
+    """``mp4``, ``gif``, ``mov``, ``cut`` (editorial) or ``png`` (a folder), from the name."""
     suffix = path.suffix.lower()
-    if suffix in (".mp4", ".gif"):
+    if suffix in (".mp4", ".gif", ".mov"):
         return suffix[1:]
+    if editorial.is_cut(path):
+        return "cut"
     if suffix == "" or path.is_dir():
         return "png"
     raise UserError(
-        f"{path}: unsupported output format '{path.suffix}'; "
-        "expected .mp4, .gif, or a folder name for a PNG sequence"
+        f"{path}: unsupported output format '{path.suffix}'; expected .mp4, .gif, .mov "
+        "(ProRes), .otio / .edl / .xml (a cut: one file per shot), or a folder for PNGs"
     )
 
 
@@ -375,15 +377,19 @@ def render(
 ) -> RenderResult:
     """Render a shot list (YAML path or ShotList) or a storyboard folder to ``out``.
 
-    ``out`` is ``.mp4`` (H.264), ``.gif``, or a folder for a PNG sequence. Models: a callable,
-    a trained model name/path, a baseline (``crossfade``/``flow`` tweens, ``oracle`` keyframes),
-    or None for the shot list's ``models``. ``animatic`` needs no tween model (``dissolve``:
-    cross-fade the tweens instead of holding). See the module docstring for resuming.
+    ``out`` is ``.mp4`` (H.264), ``.gif``, ``.mov`` (ProRes 422 HQ), a folder for a PNG
+    sequence, or a cut for editors (``.otio``, ``.edl``, ``.xml``: pipeline.editorial).
+    Models: a callable, a trained model name/path, a baseline (``crossfade``/``flow`` tweens,
+    ``oracle`` keyframes), or None for the shot list's ``models``. ``animatic`` needs no tween
+    model (``dissolve``: cross-fade the tweens instead of holding). See the module docstring
+    for resuming.
     """
     started = time.perf_counter()
     out = Path(out)
     kind = output_kind(out)
     io.check_writable(out, overwrite, folder=kind == "png")
+    if kind == "cut":
+        editorial.check_cut(out, overwrite)
     is_board = not isinstance(source, ShotList) and Path(source).is_dir()
     if is_board and storyboard_dir is not None:
         raise UserError("--storyboard is for shot lists; the input is already a storyboard folder")
@@ -434,7 +440,10 @@ def render(
             )
         quiet = None if verbose else True
         with tqdm(total=plan.num_frames, desc="render", unit="frame", disable=quiet) as bar:
-            files = write_film(out, _counted(frames, bar), manifest["fps"], overwrite=overwrite)
+            if kind == "cut":
+                files = editorial.write_cut(out, _counted(frames, bar), plan, manifest, overwrite)
+            else:
+                files = write_film(out, _counted(frames, bar), manifest["fps"], overwrite=overwrite)
     record = {
         "output": str(out),
         "source": str(board.folder if is_board else manifest["shotlist"]),
@@ -500,7 +509,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "input", metavar="SHOTS.yaml|DIR", help="a shot list, or a folder from animatic storyboard"
     )
     parser.add_argument(
-        "--out", required=True, metavar="FILM", help="FILM.mp4, FILM.gif, or a folder for PNGs"
+        "--out",
+        required=True,
+        metavar="FILM",
+        help="FILM.mp4, .gif, .mov (ProRes), a folder for PNGs, or a cut for editors: "
+        "CUT.otio / .edl / .xml (each shot as a file in CUT_media/)",
     )
     parser.add_argument(
         "--storyboard", metavar="DIR", help="storyboard folder to use and update (shot lists)"

@@ -62,19 +62,27 @@ def _timeline(name: str, clips: list, fps: float):
     return timeline
 
 
+def adapter_for(path: Path) -> str:
+    """The OTIO adapter that writes ``path``'s suffix; UserError if it is not installed."""
+    import opentimelineio as otio
+
+    adapter = SUFFIXES.get(path.suffix.lower())
+    if adapter is None:
+        raise UserError(f"{path}: expected a .otio, .edl or .xml timeline")
+    if adapter not in otio.adapters.available_adapter_names():
+        plugin = "otio-cmx3600-adapter" if adapter == "cmx_3600" else "otio-fcp-adapter"
+        raise UserError(f"{path}: writing {path.suffix} needs `pip install {plugin}`")
+    return adapter
+
+
 def write_timeline(timeline, path: str | Path, overwrite: bool = True) -> Path:
     """Write a timeline by the suffix of ``path`` (.otio, .edl, .xml), atomically."""
     import opentimelineio as otio
 
     path = Path(path)
-    adapter = SUFFIXES.get(path.suffix.lower())
-    if adapter is None:
-        raise UserError(f"{path}: expected a .otio, .edl or .xml timeline")
+    adapter = adapter_for(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it")
-    if adapter not in otio.adapters.available_adapter_names():
-        plugin = "otio-cmx3600-adapter" if adapter == "cmx_3600" else "otio-fcp-adapter"
-        raise UserError(f"{path}: writing {path.suffix} needs `pip install {plugin}`")
     with atomic_path(path) as tmp:
         otio.adapters.write_to_file(timeline, str(tmp), adapter_name=adapter)
     return path
@@ -115,7 +123,9 @@ def media_folder(path: Path) -> Path:
 
 
 def check_cut(path: Path, overwrite: bool) -> None:
-    """Refuse before rendering: an existing timeline or media folder (without ``overwrite``)."""
+    """Refuse before rendering: an existing timeline or media folder (without ``overwrite``),
+    a format whose OTIO adapter is not installed."""
+    adapter_for(path)
     io.check_writable(path, overwrite)
     io.check_writable(media_folder(path), overwrite, folder=True)
 

@@ -47,7 +47,10 @@ def key_files(keys, xsheet) -> tuple[list[KeyFile], list[np.ndarray] | None, tup
     keys = list(keys)
     if not keys:
         raise UserError("no keys: give key images, a pattern, a folder, or --xsheet")
-    if all(isinstance(k, np.ndarray) for k in keys):
+    arrays = [isinstance(k, np.ndarray) for k in keys]
+    if any(arrays) and not all(arrays):
+        raise UserError("keys: give all keys as arrays or all as files, not a mix")
+    if all(arrays):
         files = [KeyFile(Path(f"<array {i}>"), "", None, 0, "") for i in range(len(keys))]
         return files, keys, None
     return sequences.find_keys([os.fspath(k) for k in keys]), None, None
@@ -61,7 +64,8 @@ def _array_frame(array: np.ndarray) -> tuple[np.ndarray, str]:
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise UserError(f"key array of shape {array.shape}: expected (h, w, 3) or (h, w, 4)")
     array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
-    depth = {np.uint8: "8-bit", np.uint16: "16-bit", np.float16: "half", np.float32: "float"}
+    depth = {np.uint8: "8-bit", np.uint16: "16-bit", np.float16: "half", np.float32: "float",
+             np.float64: "float"}  # fmt: skip
     kind = depth.get(array.dtype.type)
     if kind is None:
         raise UserError(f"key array of type {array.dtype}: expected uint8, uint16 or float")

@@ -25,7 +25,7 @@ from pipeline.io import IMAGE_SUFFIXES, natural_key
 
 KEY_SUFFIXES = (*IMAGE_SUFFIXES, ".exr")
 DEFAULT_BETWEEN = 7
-_PATTERN = re.compile(r"#|@|%0?\d*d|\$F\d*|\d+-\d+")
+_PATTERN = re.compile(r"#|@|%0?\d*d|\$F\d*")
 
 
 @dataclass(frozen=True)

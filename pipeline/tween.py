@@ -241,6 +241,18 @@ def _model_frames(pixels, depth, timing: Timing, options: dict):
     return _closing(_frames(stream, fit, keys_out, timing.count), bar), cropped, record
 
 
+def _model_free_frames(pixels, depth: str, timing: Timing, kind: str):
+    """Flow or crossfade in-betweens at the keys' size, depth and channels (pipeline.modelfree),
+    and what the sidecar records of them."""
+    from pipeline.modelfree import inbetweens
+
+    slots = np.stack([pixels[k] for k, _ in timing.slots])
+    frames = inbetweens(slots, timing.positions(), timing.length, kind, depth)
+    height, width = pixels[0].shape[:2]
+    info = {"size": {"width": width, "height": height}, "model_config": None}
+    return itertools.islice(frames, timing.count), info
+
+
 def _closing(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
     try:
         yield from frames
@@ -320,16 +332,9 @@ def tween(
                "sampler": sampler, "guidance": guidance, "init": init, "init_sigma": init_sigma,
                "prompt": prompt, "fps": fps, "motion_prior": motion_prior}  # fmt: skip
     if model in MODEL_FREE:
-        from pipeline.modelfree import inbetweens
-
         if fit != "letterbox":
             say(f"--fit {fit} is for trained models; {model} works at the keys' own size")
-        slots = np.stack([pixels[k] for k, _ in plan.slots])
-        stream = itertools.islice(
-            inbetweens(slots, plan.positions(), plan.length, model, depth), plan.count
-        )
-        height, width = pixels[0].shape[:2]
-        info = {"size": {"width": width, "height": height}, "model_config": None}
+        stream, info = _model_free_frames(pixels, depth, plan, model)
     else:
         stream, cropped, info = _model_frames(pixels, depth, plan, options)
         if cropped is not None:

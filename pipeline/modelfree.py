@@ -3,8 +3,10 @@
 Frames follow pipeline.media's contract (float32 (h, w, C), premultiplied). ``flow`` is the
 flow in-betweening that `render --tween-model flow` previews with (interpolate.paths.PathFrames:
 paths through the keys, trust-weighted splatting, holes inpainted): 8-bit RGB keys get exactly
-those frames; other keys (alpha, 16-bit, EXR) find their motion on 8-bit stand-ins
-(`flow_proxies`) and every channel, alpha included, is carried along that same motion in float.
+those frames (up to WORK_SIDE px); other keys (alpha, 16-bit, EXR, larger) find their motion on
+8-bit stand-ins at most WORK_SIDE px across (`flow_proxies`), as DESIGN.md's resolution
+independence asks, and every channel, alpha included, is carried along that motion at the
+keys' own size, in float.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from interpolate.flow import key_span, warp
 from interpolate.paths import HOLE_RADIUS, PathFrames, splat
 from pipeline import media
 
+WORK_SIDE = 512  # motion is found on stand-ins at most this many px across, then carried at size
+
 
 def inbetweens(
     keys: np.ndarray, positions: Sequence[int], num_frames: int, kind: str, depth: str
@@ -30,11 +34,16 @@ def inbetweens(
         return
     if kind != "flow":
         raise ValueError(f"unknown model-free in-betweening {kind!r}; expected flow or crossfade")
-    if depth == "8-bit" and keys.shape[-1] == 3:
+    if depth == "8-bit" and keys.shape[-1] == 3 and max(keys.shape[1:3]) <= WORK_SIDE:
         frames = PathFrames(media.quantize(keys, "8-bit"), positions)
         yield from (media.from_rgb8(frames(f)) for f in range(num_frames))
         return
-    paths = PathFrames(flow_proxies(keys, depth), positions)
+    proxies = flow_proxies(keys, depth)
+    scale = min(1.0, WORK_SIDE / max(keys.shape[1:3]))
+    if scale < 1.0:
+        size = (max(1, round(keys.shape[2] * scale)), max(1, round(keys.shape[1] * scale)))
+        proxies = np.stack([cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in proxies])
+    paths = PathFrames(proxies, positions)
     for f in range(num_frames):
         yield _splatted(keys, paths, positions, f)
 
@@ -70,8 +79,9 @@ def _splatted(keys: np.ndarray, paths: PathFrames, positions: list[int], frame: 
     h, w, c = keys.shape[1:]
     acc, total = np.zeros((h, w, c)), np.zeros((h, w))
     for k, near, share in ((i, i + 1, 1.0 - t), (i + 1, i, t)):
-        shift = paths.shift(k, near, frame - positions[k])
-        splat(keys[k].astype(np.float64), shift, share * paths.path(k, near)[2], acc, total)
+        shift = _at_size(paths.shift(k, near, frame - positions[k]), h, w, vector=True)
+        weight = _at_size(paths.path(k, near)[2], h, w)
+        splat(keys[k].astype(np.float64), shift, share * weight, acc, total)
     reached = total > 0
     if not reached.any():
         return _backward(keys, paths, i, t)
@@ -85,8 +95,20 @@ def _splatted(keys: np.ndarray, paths: PathFrames, positions: list[int], frame: 
 
 def _backward(keys: np.ndarray, paths: PathFrames, i: int, t: float) -> np.ndarray:
     """interpolate.flow.FlowFrames in float: both keys backward-warped to t and blended."""
-    f01, f10 = paths.flow(i, i + 1), paths.flow(i + 1, i)
+    h, w = keys.shape[1:3]
+    f01 = _at_size(paths.flow(i, i + 1), h, w, vector=True)
+    f10 = _at_size(paths.flow(i + 1, i), h, w, vector=True)
     to0 = (-(1.0 - t) * t * f01 + t * t * f10).astype(np.float32)
     to1 = ((1.0 - t) ** 2 * f01 - t * (1.0 - t) * f10).astype(np.float32)
     mix = (1.0 - t) * warp(keys[i], to0) + t * warp(keys[i + 1], to1)
     return mix.reshape(keys.shape[1:]).astype(np.float32)
+
+
+def _at_size(field: np.ndarray, height: int, width: int, vector: bool = False) -> np.ndarray:
+    """A per-pixel field found on the stand-ins, at the keys' size (bilinear); motion vectors
+    are scaled by the same factor."""
+    if field.shape[:2] == (height, width):
+        return field
+    scale = width / field.shape[1]
+    out = cv2.resize(field.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return out.astype(np.float64) * (scale if vector else 1.0)

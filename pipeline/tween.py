@@ -244,13 +244,22 @@ def _model_frames(pixels, depth, timing: Timing, options: dict):
 def _model_free_frames(pixels, depth: str, timing: Timing, kind: str):
     """Flow or crossfade in-betweens at the keys' size, depth and channels (pipeline.modelfree),
     and what the sidecar records of them."""
+    from tqdm import tqdm
+
     from pipeline.modelfree import inbetweens
 
     slots = np.stack([pixels[k] for k, _ in timing.slots])
     frames = inbetweens(slots, timing.positions(), timing.length, kind, depth)
     height, width = pixels[0].shape[:2]
     info = {"size": {"width": width, "height": height}, "model_config": None}
-    return itertools.islice(frames, timing.count), info
+    bar = tqdm(total=timing.count, desc=kind, unit="frame", disable=None, file=sys.stderr)
+    return _closing(_counted(itertools.islice(frames, timing.count), bar), bar), info
+
+
+def _counted(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
+    for frame in frames:
+        yield frame
+        bar.update()
 
 
 def _closing(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:

@@ -79,7 +79,7 @@ def test_patterns_and_folders_of_keys_and_prores_4444_out(shot, tmp_path, patter
         stream = container.streams.video[0]
         assert stream.codec_context.name == "prores" and stream.codec_context.profile == "4444"
         frames = [f.to_ndarray(format="rgba64le") for f in container.decode(stream)]
-    assert len(frames) == 25 and frames[0].shape == (40, 56, 4)
+    assert len(frames) == 25 and frames[0].shape == (40, 64, 4)  # 4444: 16 px steps (transparent)
     assert frames[0][0, 0, 3] < 700 and frames[0][18, 8, 3] > 64800  # transparent / opaque
 
 

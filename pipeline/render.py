@@ -102,10 +102,30 @@ def pretrained_tween(name: str, device: str | None = None) -> TweenFn:
     return run
 
 
+def general_tween(name: str, device: str | None = None) -> TweenFn:
+    """A general interpolator (name or path) as a TweenFn: frames at the panels' own size."""
+    from interpolate.general.pipeline import GeneralInterpolator
+
+    pipe = GeneralInterpolator.from_pretrained(name, device=resolve_device(device))
+
+    def run(keys, positions, num_frames, seed) -> np.ndarray:
+        floats = [k.astype(np.float32) / 255 for k in keys]
+        frames = pipe(floats, positions, num_frames, seed=seed)
+        return np.stack([np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8) for f in frames])
+
+    run.model_id = model_name(name)
+    return run
+
+
 def load_tween_model(name: str, device: str | None = None) -> TweenFn:
-    """A TweenFn by name: a baseline (``crossfade``, ``flow``) or a trained model name/path."""
+    """A TweenFn by name: a baseline (``crossfade``, ``flow``), a general interpolator, or a
+    shapes-world interpolation model (name or path)."""
+    from interpolate.general.names import is_general
+
     if name in BASELINES:
         return _baseline(name)
+    if is_general(name):
+        return general_tween(name, device)
     return pretrained_tween(name, device)
 
 

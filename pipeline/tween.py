@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from interpolate.flow import INIT_KINDS
+from interpolate.general.names import is_general
 from keyframe.errors import UserError
 from pipeline import io, media, sequences
 from pipeline.keys import key_files, read_keys
@@ -241,6 +242,33 @@ def _model_frames(pixels, depth, timing: Timing, options: dict):
     return _closing(_frames(stream, fit, keys_out, timing.count), bar), cropped, record
 
 
+def _general_frames(pixels, depth: str, timing: Timing, options: dict, say):
+    """The general interpolator's frames at the keys' own size, depth and channels (motion found
+    on 8-bit stand-ins at its working resolution), and what the sidecar records of them."""
+    from tqdm import tqdm
+
+    from interpolate.general.pipeline import GeneralInterpolator, working_shape
+    from pipeline.devices import resolve_device
+    from pipeline.modelfree import flow_proxies
+
+    pipe = GeneralInterpolator.from_pretrained(options["model"], resolve_device(options["device"]))
+    slots = np.stack([pixels[k] for k, _ in timing.slots])
+    height, width = slots.shape[1:3]
+    work = working_shape(height, width, pipe.config)
+    if work != (height, width):
+        say(f"motion is made at {work[1]}x{work[0]} (the model's working resolution); frames are "
+            f"made at the keys' {width}x{height} from the keys' own pixels")  # fmt: skip
+    guides = list(flow_proxies(slots, depth))
+    bar = tqdm(total=timing.count, desc="in-betweens", unit="frame", disable=None, file=sys.stderr)
+    frames = pipe(list(slots), timing.positions(), timing.length, seed=options["seed"],
+                  steps=options["steps"], guides=guides)  # fmt: skip
+    steps = pipe.config.steps if options["steps"] is None else options["steps"]
+    info = {"size": {"width": width, "height": height}, "model_config": pipe.config.to_dict(),
+            "steps": steps, "sampler": "dpmpp_2m",
+            "working_size": {"width": work[1], "height": work[0]}}  # fmt: skip
+    return _closing(_counted(itertools.islice(frames, timing.count), bar), bar), info
+
+
 def _model_free_frames(pixels, depth: str, timing: Timing, kind: str):
     """Flow or crossfade in-betweens at the keys' size, depth and channels (pipeline.modelfree),
     and what the sidecar records of them."""
@@ -340,10 +368,13 @@ def tween(
     options = {"model": model, "device": device, "fit": fit, "seed": seed, "steps": steps,
                "sampler": sampler, "guidance": guidance, "init": init, "init_sigma": init_sigma,
                "prompt": prompt, "fps": fps, "motion_prior": motion_prior}  # fmt: skip
-    if model in MODEL_FREE:
+    if model in MODEL_FREE or is_general(model):
         if fit != "letterbox":
-            say(f"--fit {fit} is for trained models; {model} works at the keys' own size")
-        stream, info = _model_free_frames(pixels, depth, plan, model)
+            say(f"--fit {fit} is for shapes-world models; {model} works at the keys' own size")
+        if model in MODEL_FREE:
+            stream, info = _model_free_frames(pixels, depth, plan, model)
+        else:
+            stream, info = _general_frames(pixels, depth, plan, options, say)
     else:
         stream, cropped, info = _model_frames(pixels, depth, plan, options)
         if cropped is not None:

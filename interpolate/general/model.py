@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
 from interpolate.general.motion import COND_CHANNELS, MOTION_CHANNELS
 from interpolate.temporal import TemporalLayer
 from keyframe.diffusion import Denoiser
+from keyframe.layers import group_norm, zero_module
 from keyframe.unet import UNet
 
 
@@ -61,6 +63,33 @@ class MotionConfig:
         return self.patch * 2 ** (len(self.channel_mult) - 1)
 
 
+def neighbours(h: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(b f) c h w -> (b f) 3c h w: each frame beside the one before and after it (zeros at the
+    ends), so a 1x1 convolution over the result is a temporal convolution of kernel 3."""
+    x = rearrange(h, "(b f) c h w -> b f c h w", f=num_frames)
+    before = F.pad(x[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
+    after = F.pad(x[:, 1:], (0, 0, 0, 0, 0, 0, 0, 1))
+    return rearrange(torch.cat([before, x, after], 2), "b f c h w -> (b f) c h w")
+
+
+class FrameMix(nn.Module):
+    """Residual temporal convolution (kernel 3 in time), as interpolate.temporal.TemporalConv
+    computes it, but as 1x1 convolutions over neighbouring frames in the spatial layers' own
+    `(b f) c h w` layout: on a CPU, Conv1d over `(b h w)` sequences of a few frames was a third
+    of the network's time. The last convolution starts at zero."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm1 = group_norm(channels)
+        self.conv1 = nn.Conv2d(3 * channels, channels, 1)
+        self.norm2 = group_norm(channels)
+        self.conv2 = zero_module(nn.Conv2d(3 * channels, channels, 1))
+
+    def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+        y = self.conv1(neighbours(F.silu(self.norm1(h)), num_frames))
+        return h + self.conv2(neighbours(F.silu(self.norm2(y)), num_frames))
+
+
 class MotionUNet(nn.Module):
     """`net(x, c_noise, cond)`: x (b, 5, f, h, w) scaled noisy motion, cond (b, 17, f, h, w)."""
 
@@ -68,10 +97,11 @@ class MotionUNet(nn.Module):
         super().__init__()
         self.config = config
 
-        def temporal(channels: int) -> TemporalLayer:
+        def temporal(channels: int) -> nn.Module:
+            if not config.temporal_attention:
+                return FrameMix(channels)
             return TemporalLayer(
-                channels, config.temporal_attention, config.num_heads,
-                config.max_relative_distance,
+                channels, True, config.num_heads, config.max_relative_distance
             )  # fmt: skip
 
         folded = config.patch**2

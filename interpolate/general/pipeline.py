@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from interpolate.general.model import MotionConfig, build_denoiser
 from interpolate.general.motion import condition, init_flows, init_motion, key_flows
 from interpolate.general.names import CONFIG_NAME, KIND, WEIGHTS_NAME, resolve
-from interpolate.general.warp import keys_agree, make_frame, resize_motion
+from interpolate.general.warp import keys_agree, make_frame
 from keyframe.errors import UserError
 from keyframe.sampling import sample
 
@@ -161,5 +161,4 @@ class GeneralInterpolator:
             part = frames[r * len(frames) // runs : (r + 1) * len(frames) // runs]
             motion = self.motion(*small, [f / gap for f in part], seed * 1000 + r, steps)
             for f, field in zip(part, motion, strict=True):
-                full = resize_motion(field, *k0.shape[:2])
-                yield make_frame(k0, k1, full, f / gap, agree)
+                yield make_frame(k0, k1, field, f / gap, agree)

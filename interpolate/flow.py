@@ -77,7 +77,7 @@ def dis_flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     g0, g1 = flow_channel(a, b)
     pad = max(a.shape[:2])
-    return _dis(g0, g1, pad), _dis(g1, g0, pad)
+    return dis_flow(g0, g1, pad), dis_flow(g1, g0, pad)
 
 
 def match_flow(
@@ -111,7 +111,7 @@ def match_flow(
     return flow * np.array([w / ws, h / hs], np.float32)
 
 
-def _dis(a: np.ndarray, b: np.ndarray, pad: int, small: bool = False, refine: bool = True):
+def dis_flow(a: np.ndarray, b: np.ndarray, pad: int, small: bool = False, refine: bool = True):
     """DIS flow a -> b of two 8-bit channels, padded by `pad` on every side (cropped again);
     `small`: 4 px patches, `refine`: DIS's variational refinement."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -138,9 +138,9 @@ def robust_flow(a: np.ndarray, b: np.ndarray, box: int = 9) -> np.ndarray:
     side = max(a.shape[:2])
     candidates = [
         np.zeros((*a.shape[:2], 2), np.float32),
-        _dis(g0, g1, side),
-        _dis(g0, g1, side, small=True, refine=False),
-        _dis(g0, g1, 2 * side, small=True),
+        dis_flow(g0, g1, side),
+        dis_flow(g0, g1, side, small=True, refine=False),
+        dis_flow(g0, g1, 2 * side, small=True),
         match_flow(a, b),
     ]
     ref, other = a.astype(np.float32), b.astype(np.float32)

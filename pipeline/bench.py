@@ -833,6 +833,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead: time the user-facing jobs (storyboard, tween, the README's main job) end "
         "to end with trained models, as fresh `animatic` processes; medians of --repeats",
     )
+    parser.add_argument(
+        "--general",
+        metavar="MODEL",
+        nargs="?",
+        const="general",
+        help="time the general interpolator (default: the shipped one) on large keys instead",
+    )
+    parser.add_argument(
+        "--general-size",
+        default="1280x720",
+        metavar="WxH",
+        help="with --general: the keys' size (1280x720)",
+    )
     parser.add_argument("--keyframe-model", default="shapes", help="with --pipeline (shapes)")
     parser.add_argument("--tween-model", default="shapes", help="with --pipeline (shapes)")
     parser.add_argument("--repeats", type=_positive, default=3, help="with --pipeline (3)")
@@ -1090,7 +1103,19 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f} s] {line}", flush=True)
 
-    if args.pipeline:
+    if args.general:
+        from pipeline.bench_general import bench_general
+
+        try:
+            width, height = (int(v) for v in args.general_size.lower().split("x"))
+        except ValueError:
+            raise UserError(
+                f"--general-size {args.general_size}: expected WxH, e.g. 1280x720"
+            ) from None
+        torch.set_num_threads(args.threads)
+        rows = bench_general(args.general, (height, width), log=log)
+        report = {"machine": _machine(args.threads), "general": rows}
+    elif args.pipeline:
         from pipeline.bench_pipeline import bench_pipeline
 
         rows = bench_pipeline(

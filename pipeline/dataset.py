@@ -1,4 +1,7 @@
-"""`animatic dataset`: a procedural captioned dataset, in the format users give their own data.
+"""`animatic dataset`: a procedural dataset, in the format users give their own data.
+
+Worlds: `shapes` (the shapes world: captioned clips and stills, shared/shapes_world.md) and
+`layers` (real pictures moving as layers, with every pixel's motion: pipeline.layers).
 
 Layout of DIR (everything relative, so the folder can be moved):
   dataset.json   generator, parameters and seed (identifies the folder; resume must match it)
@@ -25,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyframe.errors import UserError
+from pipeline.layers import dataset as layers_dataset
 from pipeline.shapes import (
     FPS,
     clip_caption,
@@ -37,7 +41,7 @@ from pipeline.shapes import (
 )
 from pipeline.shapes.world import position_word
 
-WORLDS = ("shapes",)
+WORLDS = ("shapes", "layers")
 FORMAT = "animatic-dataset"
 VERSION = 1  # bump whenever generation changes, so old folders are never silently extended
 MIN_SIZE = 16
@@ -50,7 +54,7 @@ _CLIP_STREAM, _STILL_STREAM = 0, 1  # separate random streams per (seed, stream,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("world", metavar="WORLD", help="the procedural world to generate: shapes")
+    parser.add_argument("world", metavar="WORLD", help="the world to generate: shapes or layers")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
     parser.add_argument("--clips", type=int, default=1000, metavar="N", help="video clips")
     parser.add_argument(
@@ -63,6 +67,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-objects", type=int, default=2, metavar="M", help="objects per scene: 1 to M (1-2)"
     )
     parser.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes")
+    layers = parser.add_argument_group("layers world")
+    layers.add_argument(
+        "--images",
+        nargs="+",
+        metavar="DIR",
+        help="folders of pictures: photos and textures (backgrounds, cut-outs) and images with "
+        "alpha (sprites); default: Debian's /usr/share/backgrounds and openclipart-png",
+    )
+    layers.add_argument(
+        "--cel-share", type=float, default=0.3, metavar="P", help="share of cel-style clips (0.3)"
+    )
+    layers.add_argument(
+        "--split",
+        choices=("train", "eval"),
+        default="train",
+        help="pictures to draw from: train (nine in ten files) or eval (the tenth kept out)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> dict:
@@ -85,6 +106,10 @@ def _check_args(args: argparse.Namespace) -> dict:
             raise UserError(f"{flag} {value}: expected an integer {expected}")
     if args.clips + stills == 0:
         raise UserError("--clips and --stills are both 0: nothing to write")
+    if args.world == "layers":
+        if args.stills:
+            raise UserError("--stills: the layers world makes clips only")
+        return layers_dataset.check_params(args)
     return {
         "world": args.world,
         "clips": args.clips,
@@ -275,10 +300,21 @@ def write_video_lossless(path: Path, frames: np.ndarray, fps: float) -> None:
 
 
 def _write_clip(out: str, params: dict, index: int) -> int:
+    name = _name(index, params["clips"], ".avi")
+    if params["world"] == "layers":
+        layers_dataset.write_clip(Path(out), params, index, name, write_video_lossless)
+        return index
     scene = clip_scene(params, index)
     frames = render_clip(scene, params["size"], params["frames"], params["fps"])
     write_video_lossless(Path(out) / "clips" / _name(index, params["clips"], ".avi"), frames, FPS)
     return index
+
+
+def _clip_record(params: dict, index: int) -> dict:
+    if params["world"] == "layers":
+        name = _name(index, params["clips"], ".avi")
+        return layers_dataset.clip_record(params, index, name)
+    return clip_record(params, index)
 
 
 def _write_still(out: str, params: dict, index: int) -> int:
@@ -333,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             clip_seconds = _run_jobs(clip_job, todo["clips"], args.workers, "clips")
             still_job = functools.partial(_write_still, str(out), params)
             still_seconds = _run_jobs(still_job, todo["stills"], args.workers, "stills")
-            clips = (clip_record(params, i) for i in range(params["clips"]))
+            clips = (_clip_record(params, i) for i in range(params["clips"]))
             _write_manifest(out / CLIPS_MANIFEST, clips)
             stills = (still_record(params, i) for i in range(params["stills"]))
             _write_manifest(out / STILLS_MANIFEST, stills)

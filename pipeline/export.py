@@ -25,7 +25,7 @@ from keyframe.autoencoder import (
 from keyframe.errors import UserError
 from keyframe.files import load_checkpoint
 
-STAGES = ("keyframe", "interpolate", "autoencoder", "motion")
+STAGES = ("keyframe", "interpolate", "autoencoder", "motion", "general")
 
 
 def swap_decoder(module: torch.nn.Module, ae: Autoencoder, where: str) -> None:
@@ -61,8 +61,10 @@ def export(
     `int8`: store the diffusion networks' weight matrices as int8 (keyframe.int8)."""
     if stage not in STAGES:
         raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
-    if stage in ("autoencoder", "motion") and (autoencoder or share_autoencoder or int8):
+    if stage in ("autoencoder", "motion", "general") and (autoencoder or share_autoencoder or int8):
         raise UserError("--autoencoder/--share-autoencoder/--int8: for keyframe and interpolate")
+    if stage == "general":
+        return _export_general(checkpoint, out, fp16, overwrite)
     if stage == "motion":
         return _export_motion(checkpoint, out, fp16, overwrite)
     if stage == "autoencoder":
@@ -109,6 +111,29 @@ def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrit
             raise UserError(f"{path}: not a motion prior checkpoint ({detail})") from None
         prior = module.prior
     return prior.save_pretrained(out, fp16=fp16, overwrite=overwrite)
+
+
+def _export_general(checkpoint: str | Path, out: str | Path, fp16: bool, overwrite: bool) -> Path:
+    """A GeneralModule .ckpt (its EMA weights: EMAWeightAveraging keeps them in state_dict) ->
+    the general interpolator's folder."""
+    from interpolate.general.model import build_denoiser
+    from interpolate.general.pipeline import GeneralInterpolator
+    from interpolate.general.trainer import GeneralModule
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"--out {out}: exists and is not empty (--overwrite to replace)")
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        known = inspect.signature(GeneralModule.__init__).parameters
+        module = GeneralModule(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in known})
+        prefix = "denoiser."
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        denoiser = build_denoiser(module.config)
+        denoiser.load_state_dict(state)
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise UserError(f"{checkpoint}: not a general interpolator checkpoint ({err})") from None
+    return GeneralInterpolator(denoiser, module.config).save_pretrained(out, half=fp16)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextlib import suppress
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -366,7 +366,8 @@ def write_gif(
 def write_video(
     path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, overwrite: bool = False
 ) -> list[Path]:
-    """Write frames by the target's form: ``.mp4``, ``.gif``, or a folder (no suffix) of PNGs.
+    """Write frames by the target's form: ``.mp4``, ``.gif``, ``.mov`` (ProRes 422 HQ), or a
+    folder (no suffix) of PNGs.
 
     Returns the files written. MP4 and PNG sequences stream; GIF holds all frames.
     """
@@ -376,12 +377,17 @@ def write_video(
         return [write_mp4(path, frames, fps, overwrite=overwrite)]
     if suffix == ".gif":
         return [write_gif(path, frames, fps, overwrite=overwrite)]
+    if suffix == ".mov":
+        from pipeline import media
+
+        rgb = (media.from_rgb8(frame) for frame in frames)
+        return [media.write_prores(path, rgb, fps, "422hq", overwrite=overwrite)]
     if suffix == "" or path.is_dir():
         _fps_fraction(fps)
         return write_png_sequence(path, frames, overwrite=overwrite)
     raise UserError(
         f"{path}: unsupported output format '{path.suffix}'; "
-        "expected .mp4, .gif, or a folder name for a PNG sequence"
+        "expected .mp4, .gif, .mov, or a folder name for a PNG sequence"
     )
 
 
@@ -493,82 +499,3 @@ def write_sidecar(path: str | os.PathLike, record: dict) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     return target
-
-
-# ---------------------------------------------------------------------------------------------
-# Contact sheet
-
-SHEET_MIN_PANEL = 192  # small panels are enlarged (nearest neighbour) to at least this size
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_FONT_SCALE = 0.45
-_MARGIN = 8
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    """Greedy word wrap to ``width`` pixels of caption text; a word too long is split."""
-    lines = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            candidate = f"{line} {word}" if line else word
-            if _text_width(candidate) <= width:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-            while _text_width(word) > width and len(word) > 1:
-                cut = 1
-                while cut < len(word) - 1 and _text_width(word[: cut + 1]) <= width:
-                    cut += 1
-                lines.append(word[:cut])
-                word = word[cut:]
-            line = word
-        lines.append(line)
-    return lines
-
-
-def _text_width(text: str) -> int:
-    return cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0]
-
-
-def contact_sheet(
-    images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 4
-) -> np.ndarray:
-    """Lay panels out in a grid with wrapped caption lines under each; returns ``uint8`` RGB.
-
-    Panels share one cell size (the largest panel); panels smaller than SHEET_MIN_PANEL are
-    enlarged by a whole factor with nearest neighbour, so pixels stay crisp and text readable.
-    Captions may hold several lines (``\\n``); OpenCV 4 draws ASCII only (others show ``?``).
-    """
-    if len(images) != len(captions):
-        raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    if not images:
-        raise ValueError("contact_sheet needs at least one image")
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
-    for image in images:
-        _check_frame(image)
-    cell_h = max(image.shape[0] for image in images)
-    cell_w = max(image.shape[1] for image in images)
-    factor = max(1, math.ceil(SHEET_MIN_PANEL / max(cell_h, cell_w)))
-    cell_h, cell_w = cell_h * factor, cell_w * factor
-    wrapped = [_wrap(caption, cell_w) for caption in captions]
-    (_, text_h), baseline = cv2.getTextSize("Ag", _FONT, _FONT_SCALE, 1)
-    line_h = text_h + baseline + 4
-    caption_h = max(len(lines) for lines in wrapped) * line_h + _MARGIN // 2
-    columns = min(columns, len(images))
-    rows = math.ceil(len(images) / columns)
-    sheet_h = rows * (cell_h + caption_h + _MARGIN) + _MARGIN
-    sheet_w = columns * (cell_w + _MARGIN) + _MARGIN
-    sheet = np.full((sheet_h, sheet_w, 3), 255, np.uint8)
-    for index, (image, lines) in enumerate(zip(images, wrapped, strict=True)):
-        top = _MARGIN + (index // columns) * (cell_h + caption_h + _MARGIN)
-        left = _MARGIN + (index % columns) * (cell_w + _MARGIN)
-        h, w = image.shape[0] * factor, image.shape[1] * factor
-        panel = cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
-        dy, dx = (cell_h - h) // 2, (cell_w - w) // 2
-        sheet[top + dy : top + dy + h, left + dx : left + dx + w] = panel
-        for n, line in enumerate(lines):
-            y = top + cell_h + (n + 1) * line_h - baseline
-            cv2.putText(sheet, line, (left, y), _FONT, _FONT_SCALE, (20, 20, 20), 1, cv2.LINE_AA)
-    return sheet

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyframe.errors import UserError
-from pipeline import io, locks, safety
+from pipeline import editorial, io, locks, safety
 from pipeline.devices import resolve_device
 from pipeline.shotlist import ShotList, load_shotlist
 from pipeline.storyboard import (
@@ -104,10 +104,30 @@ def pretrained_tween(name: str, device: str | None = None) -> TweenFn:
     return run
 
 
+def general_tween(name: str, device: str | None = None) -> TweenFn:
+    """A general interpolator (name or path) as a TweenFn: frames at the panels' own size."""
+    from interpolate.general.pipeline import GeneralInterpolator
+
+    pipe = GeneralInterpolator.from_pretrained(name, device=resolve_device(device))
+
+    def run(keys, positions, num_frames, seed) -> np.ndarray:
+        floats = [k.astype(np.float32) / 255 for k in keys]
+        frames = pipe(floats, positions, num_frames, seed=seed)
+        return np.stack([np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8) for f in frames])
+
+    run.model_id = model_name(name)
+    return run
+
+
 def load_tween_model(name: str, device: str | None = None) -> TweenFn:
-    """A TweenFn by name: a baseline (``crossfade``, ``flow``) or a trained model name/path."""
+    """A TweenFn by name: a baseline (``crossfade``, ``flow``), a general interpolator, or a
+    shapes-world interpolation model (name or path)."""
+    from interpolate.general.names import is_general
+
     if name in BASELINES:
         return _baseline(name)
+    if is_general(name):
+        return general_tween(name, device)
     return pretrained_tween(name, device)
 
 
@@ -290,15 +310,17 @@ def _run_tween(tween: TweenFn, job: SegmentJob, kwargs: set[str], fps: float) ->
 
 
 def output_kind(path: Path) -> str:
-    """``mp4``, ``gif`` or ``png`` (a folder for a PNG sequence), from the output name."""
+    """``mp4``, ``gif``, ``mov``, ``cut`` (editorial) or ``png`` (a folder), from the name."""
     suffix = path.suffix.lower()
-    if suffix in (".mp4", ".gif"):
+    if suffix in (".mp4", ".gif", ".mov"):
         return suffix[1:]
+    if editorial.is_cut(path):
+        return "cut"
     if suffix == "" or path.is_dir():
         return "png"
     raise UserError(
-        f"{path}: unsupported output format '{path.suffix}'; "
-        "expected .mp4, .gif, or a folder name for a PNG sequence"
+        f"{path}: unsupported output format '{path.suffix}'; expected .mp4, .gif, .mov "
+        "(ProRes), .otio / .edl / .xml (a cut: one file per shot), or a folder for PNGs"
     )
 
 
@@ -400,15 +422,19 @@ def render(
 ) -> RenderResult:
     """Render a shot list (YAML path or ShotList) or a storyboard folder to ``out``.
 
-    ``out`` is ``.mp4`` (H.264), ``.gif``, or a folder for a PNG sequence. Models: a callable,
-    a trained model name/path, a baseline (``crossfade``/``flow`` tweens, ``oracle`` keyframes),
-    or None for the shot list's ``models``. ``animatic`` needs no tween model (``dissolve``:
-    cross-fade the tweens instead of holding). See the module docstring for resuming.
+    ``out`` is ``.mp4`` (H.264), ``.gif``, ``.mov`` (ProRes 422 HQ), a folder for a PNG
+    sequence, or a cut for editors (``.otio``, ``.edl``, ``.xml``: pipeline.editorial).
+    Models: a callable, a trained model name/path, a baseline (``crossfade``/``flow`` tweens,
+    ``oracle`` keyframes), or None for the shot list's ``models``. ``animatic`` needs no tween
+    model (``dissolve``: cross-fade the tweens instead of holding). See the module docstring
+    for resuming.
     """
     started = time.perf_counter()
     out = Path(out)
     kind = output_kind(out)
     io.check_writable(out, overwrite, folder=kind == "png")
+    if kind == "cut":
+        editorial.check_cut(out, overwrite)
     is_board = not isinstance(source, ShotList) and Path(source).is_dir()
     if is_board and storyboard_dir is not None:
         raise UserError("--storyboard is for shot lists; the input is already a storyboard folder")
@@ -459,7 +485,10 @@ def render(
             )
         quiet = None if verbose else True
         with tqdm(total=plan.num_frames, desc="render", unit="frame", disable=quiet) as bar:
-            files = write_film(out, _counted(frames, bar), manifest["fps"], overwrite=overwrite)
+            if kind == "cut":
+                files = editorial.write_cut(out, _counted(frames, bar), plan, manifest, overwrite)
+            else:
+                files = write_film(out, _counted(frames, bar), manifest["fps"], overwrite=overwrite)
     record = {
         "output": str(out),
         "source": str(board.folder if is_board else manifest["shotlist"]),
@@ -525,7 +554,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "input", metavar="SHOTS.yaml|DIR", help="a shot list, or a folder from animatic storyboard"
     )
     parser.add_argument(
-        "--out", required=True, metavar="FILM", help="FILM.mp4, FILM.gif, or a folder for PNGs"
+        "--out",
+        required=True,
+        metavar="FILM",
+        help="FILM.mp4, .gif, .mov (ProRes), a folder for PNGs, or a cut for editors: "
+        "CUT.otio / .edl / .xml (each shot as a file in CUT_media/)",
     )
     parser.add_argument(
         "--storyboard", metavar="DIR", help="storyboard folder to use and update (shot lists)"

@@ -3,7 +3,9 @@
 The folder it writes (and owns)::
 
     shot01_panel01.png ...   one PNG per panel, named by shot (cuts start a new shot) and panel
-    contact_sheet.png        every panel with its number, timing, seed and prompt
+    contact_sheet.png, .pdf  every panel with its number, timing, seed and prompt (PDF: to print,
+                             with lines for notes)
+    storyboard.otio          the panels as a timeline for editors (OpenTimelineIO)
     storyboard.json          everything needed to redraw each panel, plus the film's timing
 
 A panel is redrawn only when the content hash of its inputs changes (prompt, negative prompt,
@@ -40,6 +42,8 @@ from tqdm import tqdm
 from keyframe.errors import UserError
 from pipeline import io, locks, safety
 from pipeline.devices import resolve_device
+from pipeline.editorial import STORYBOARD_OTIO, write_storyboard_otio
+from pipeline.sheet import contact_sheet, write_pdf
 from pipeline.shotlist import MAX_SEED, Panel, ShotList, load_shotlist, panel_error
 from pipeline.timeline import FramePlan, make_plan
 
@@ -52,6 +56,7 @@ KeyframeFn = Callable[[list[str], list[str], list[int], int, float], np.ndarray]
 
 MANIFEST = "storyboard.json"
 SHEET = "contact_sheet.png"
+SHEET_PDF = "contact_sheet.pdf"
 FORMAT = "animatic-storyboard"
 VERSION = 1
 ORACLE = "oracle"
@@ -647,12 +652,14 @@ def storyboard(
     for index, record in enumerate(records):
         if index not in images:
             images[index] = _read_panel(folder / record["file"], width, height)
-    sheet = folder / SHEET
-    if done or _core(manifest) != _core(old) or not sheet.is_file():
+    derived = [folder / SHEET, folder / SHEET_PDF, folder / STORYBOARD_OTIO]
+    if done or _core(manifest) != _core(old) or not all(p.is_file() for p in derived):
         captions = [_caption(record, shots.fps) for record in records]
         columns = min(4, max(1, math.ceil(math.sqrt(len(records)))))
-        sheet_image = io.contact_sheet([images[i] for i in range(count)], captions, columns)
-        io.write_png(sheet, sheet_image, overwrite=True)
+        panels = [images[i] for i in range(count)]
+        io.write_png(derived[0], contact_sheet(panels, captions, columns), overwrite=True)
+        write_pdf(derived[1], panels, captions, shots.title)
+        write_storyboard_otio(folder, manifest)
 
     if not reroll:
         # Files of panels that are gone or renamed; hand-edited files are never deleted.

@@ -21,6 +21,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "autoencoder": ("keyframe.autoencoder:AutoencoderModule", "keyframe.data:ImageDataModule"),
     "keyframe": ("keyframe.module:KeyframeModule", "keyframe.data:ImageDataModule"),
     "interpolate": ("interpolate.module:InterpolateModule", "keyframe.data:ClipDataModule"),
+    "general": (
+        "interpolate.general.trainer:GeneralModule",
+        "interpolate.general.data:LayerDataModule",
+    ),
     "motion": (
         "interpolate.motion_training:MotionModule",
         "interpolate.motion_training:TrackDataModule",
@@ -33,6 +37,7 @@ LINKS: dict[str, list[tuple[str, str]]] = {
     "keyframe": [("data.size", "model.image_size")],
     "interpolate": [("data.size", "model.image_size"), ("data.num_frames", "model.num_frames")],
     "motion": [],
+    "general": [],
 }
 
 

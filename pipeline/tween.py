@@ -1,11 +1,14 @@
-"""`animatic tween KEY... | KEY_DIR --out OUT`: keys in, the full frame sequence out.
+"""`animatic tween KEYS --out OUT`: keys in, the full frame sequence out (and `tween()` for Python).
 
-Keys may have any size and aspect ratio: each is fitted into the model's square frame
-(letterboxed by default, padding by repeating the edge pixels so the model sees no black bars; or
-centre-cropped with `--fit crop`), and generated frames are cut back out and resized to the keys'
-size. The key frames of the output are the key images' own pixels. OUT is a folder (PNG sequence
-`OUT/OUT.0001.png`, ...), or an .mp4 / .gif file; a JSON sidecar (`OUT.json`, `film.mp4.json`)
-records everything needed to reproduce it.
+Keys are files, a numbered pattern (`shot_####.png`), a folder, or an exposure sheet
+(`--xsheet`); numbered keys are timed by their frame numbers (pipeline.sequences). Keys keep
+their depth and alpha (pipeline.media's frames contract): the model-free in-betweens (`--model
+flow` or `crossfade`) work at the keys' own size, depth and channels; trained models work in
+8-bit RGB, each key fitted into the model's square frame (letterboxed by default, padding by
+repeating the edge pixels; or centre-cropped with `--fit crop`) and generated frames cut back
+out and resized to the keys' size. The key frames of the output are the keys' own pixels (their
+own bytes in a sequence of their format). OUT is a numbered pattern, a folder, or a .mov
+(ProRes) / .mp4 / .gif (pipeline.tween_output); a JSON sidecar records how to reproduce it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,45 +24,60 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from interpolate.flow import INIT_KINDS
+from interpolate.general.names import is_general
 from keyframe.errors import UserError
-from pipeline import io, locks, safety
-from pipeline.devices import resolve_device
+from pipeline import io, locks, media, safety, sequences
+from pipeline.keys import key_files, read_keys
+from pipeline.sequences import Timing
+from pipeline.tween_output import check_target, conversion_note, output_target, write_output
 
 DEFAULT_MODEL = "shapes"
-DEFAULT_BETWEEN = 7  # in-betweens per gap when neither --between nor --timing is given
+MODEL_FREE = ("flow", "crossfade")  # pipeline.modelfree (imported when used: it needs torch)
+DEFAULT_BETWEEN = sequences.DEFAULT_BETWEEN  # in-betweens per gap without other timing
 FITS = ("letterbox", "crop")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "keys", nargs="+", metavar="KEY", help="key images in order, or one folder of them"
+        "keys",
+        nargs="*",
+        metavar="KEY",
+        help="key images in order, a numbered pattern (shot_####.png), or one folder of them",
     )
     parser.add_argument(
-        "--out", required=True, metavar="OUT", help="a folder (PNG sequence), or an .mp4 / .gif"
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="numbered frames (out/shot_####.png or .exr), a folder, or a .mov / .mp4 / .gif",
     )
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument(
         "--between",
         type=int,
         metavar="N",
-        help=f"frames generated between neighbouring keys (default {DEFAULT_BETWEEN}); with one "
-        "key, frames generated after it",
+        help=f"frames generated between neighbouring keys (default {DEFAULT_BETWEEN} for "
+        "unnumbered keys); with one key, frames generated after it",
     )
     timing.add_argument(
         "--timing",
         metavar="F0,F1,...",
         help="frame number of each key, strictly increasing (with --loop, one more: where the "
-        "loop closes)",
+        "loop closes); overrides the keys' own numbers",
+    )
+    timing.add_argument(
+        "--xsheet",
+        metavar="SHEET.csv",
+        help="exposure sheet: CSV with header frame,key,hold (keys relative to the sheet)",
     )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         metavar="PATH_OR_NAME",
-        help="interpolation model: a folder from save_pretrained, a training .ckpt, or a shipped "
-        f"model name (default: {DEFAULT_MODEL})",
+        help="interpolation model: a folder from save_pretrained, a training .ckpt, a shipped "
+        f"model name (default: {DEFAULT_MODEL}), or model-free 'flow' / 'crossfade' (these keep "
+        "alpha and 16-bit/EXR depth)",
     )
     parser.add_argument("--steps", type=int, metavar="S", help="sampling steps (model default)")
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (0)")
@@ -97,48 +116,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-
-
-# ---------------------------------------------------------------- timing
-
-
-def parse_timing(text: str) -> list[int]:
-    """'0,12,30' -> [0, 12, 30]."""
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise UserError(
-            f"--timing {text!r}: expected comma-separated frame numbers, e.g. 0,12,30"
-        ) from None
-
-
-def key_positions(
-    count: int, between: int | None, timing: Sequence[int] | None, loop: bool
-) -> tuple[list[int], int]:
-    """Frame number of each key (with --loop, of the repeated first key too), and the length
-    of the sequence: to the last key, or with one key and --between N, N frames after it."""
-    slots = count + 1 if loop else count
-    if timing is not None:
-        if len(timing) != slots:
-            extra = " (with --loop: one more, where the loop closes)" if loop else ""
-            raise UserError(
-                f"--timing has {len(timing)} frame numbers for {count} keys; expected "
-                f"{slots}{extra}"
-            )
-        if timing[0] < 0:
-            raise UserError(f"--timing {timing}: frame numbers must be >= 0")
-        if any(b <= a for a, b in zip(timing, timing[1:], strict=False)):
-            raise UserError(f"--timing {timing}: frame numbers must be strictly increasing")
-        return list(timing), timing[-1] + 1
-    if count == 1 and between is None and not loop:
-        raise UserError("a single key needs --between N (how many frames to generate after it)")
-    between = DEFAULT_BETWEEN if between is None else between
-    if between < 0 or (between == 0 and slots == 1):
-        raise UserError(f"--between {between}: expected a number of frames >= 1")
-    if slots == 1:
-        return [0], between + 1
-    positions = [i * (between + 1) for i in range(slots)]
-    return positions, positions[-1] + 1
 
 
 # ---------------------------------------------------------------- fitting keys to the model
@@ -196,42 +173,7 @@ def key_output(image: np.ndarray, fit: Fit) -> np.ndarray:
     return np.ascontiguousarray(image[top : top + h, left : left + w])
 
 
-# ---------------------------------------------------------------- the command
-
-
-def _key_paths(items: Sequence[str]) -> list[Path]:
-    if len(items) == 1 and Path(items[0]).is_dir():
-        return io.list_images(items[0])
-    for item in items:
-        if Path(item).is_dir():
-            raise UserError(f"{item}: is a folder; give key images, or one folder of them alone")
-    return [Path(item) for item in items]
-
-
-def _read_keys(paths: Sequence[Path]) -> list[np.ndarray]:
-    """Read every key; keys of another size than the first are resized to it (with a warning)."""
-    keys = [io.read_image(p) for p in paths]
-    height, width = keys[0].shape[:2]
-    for i, (path, key) in enumerate(zip(paths, keys, strict=True)):
-        if key.shape[:2] != (height, width):
-            print(
-                f"animatic tween: warning: {path} is {key.shape[1]}x{key.shape[0]}, resized to "
-                f"{width}x{height} (the first key's size)",
-                file=sys.stderr,
-            )
-            keys[i] = _resize(key, height, width)
-    return keys
-
-
-def _output_kind(out: Path) -> str:
-    suffix = out.suffix.lower()
-    if suffix in (".mp4", ".gif"):
-        return suffix[1:]
-    if suffix and not out.is_dir():
-        raise UserError(
-            f"--out {out}: unsupported output '{out.suffix}'; expected a folder, .mp4 or .gif"
-        )
-    return "png"
+# ---------------------------------------------------------------- in-betweens
 
 
 def _load_model(name: str, device: str):
@@ -240,76 +182,40 @@ def _load_model(name: str, device: str):
     return InterpolateModule.from_pretrained(name, device=device)
 
 
-def _frames(stream: Iterator[torch.Tensor], fit: Fit, keys_out: dict[int, np.ndarray], count: int):
+def _frames(stream: Iterator, fit: Fit, keys_out: dict[int, np.ndarray], count: int):
     """Model frames -> output frames: key positions get the key pixels, the rest are resized."""
     for index, frame in enumerate(itertools.islice(stream, count)):
         if index in keys_out:
-            yield keys_out[index]
+            yield media.from_rgb8(keys_out[index])
         else:
-            yield from_model(io.to_uint8_rgb(frame.numpy()), fit)
+            yield media.from_rgb8(from_model(io.to_uint8_rgb(frame.numpy()), fit))
 
 
-def _check_numbers(args: argparse.Namespace) -> None:
-    """Numeric options in range (NaN and 1e30 included) before any work."""
-    from keyframe.module import MAX_GUIDANCE, MAX_SAMPLE_STEPS
-    from pipeline.shotlist import MAX_FPS, MAX_SEED
-
-    safety.check_number(args.fps, "--fps", 1e-3, MAX_FPS)
-    safety.check_number(args.seed, "--seed", 0, MAX_SEED, integer=True)
-    if args.guidance is not None:
-        safety.check_number(args.guidance, "--guidance", 0, MAX_GUIDANCE)
-    if args.steps is not None:
-        safety.check_number(args.steps, "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
-
-
-def _exclusive(function):
-    """Run the command holding the lock of its --out, after removing the temp files a killed
-    run of that output left (pipeline.locks, pipeline.safety)."""
-
-    @functools.wraps(function)
-    def locked(args: argparse.Namespace) -> int:
-        out = Path(args.out)
-        with locks.exclusive(out, what=f"tween --out {out}"):
-            safety.clean_temporaries(out.parent, (out.name, out.stem))
-            return function(args)
-
-    return locked
-
-
-@_exclusive
-def run(args: argparse.Namespace) -> int:
+def _model_frames(pixels, depth, timing: Timing, options: dict):
+    """The trained model's frames (8-bit RGB), the keys as the output shows them (cropped with
+    --fit crop, else None), and what the sidecar records of the run."""
+    import torch
     from tqdm import tqdm
 
     from interpolate.inbetween import interpolate_frames, plan_windows
+    from pipeline.devices import resolve_device
 
-    out = Path(args.out)
-    kind = _output_kind(out)
-    io.check_writable(out, args.overwrite, folder=kind == "png")
-    _check_numbers(args)
-    paths = _key_paths(args.keys)
-    timing = parse_timing(args.timing) if args.timing is not None else None
-    positions, num_frames = key_positions(len(paths), args.between, timing, args.loop)
-    safety.check_frame_count(num_frames, "--between/--timing")
-    keys = _read_keys(paths)
-    if args.loop:
-        keys.append(keys[0])
-    shown = num_frames - 1 if args.loop else num_frames  # a loop does not repeat its first frame
-
-    device = resolve_device(args.device)
-    model = _load_model(args.model, device)
-    size = model.hparams.image_size
-    fit = make_fit(*keys[0].shape[:2], size, args.fit)
+    if depth != "8-bit" or pixels[0].shape[2] != 3:
+        raise UserError(
+            f"model {options['model']} works in 8-bit RGB, and these keys are "
+            f"{media.describe(depth, pixels[0].shape[2])}; use --model flow or crossfade "
+            "(they keep alpha and depth)"
+        )
+    keys = [media.quantize(pixels[k], "8-bit") for k, _ in timing.slots]
+    positions, num_frames = timing.positions(), timing.length
+    model = _load_model(options["model"], resolve_device(options["device"]))
+    hp = model.hparams
+    fit = make_fit(*keys[0].shape[:2], hp.image_size, options["fit"])
     model_keys = torch.stack([torch.from_numpy(io.from_uint8_rgb(to_model(k, fit))) for k in keys])
     keys_out = {p: key_output(k, fit) for p, k in zip(positions, keys, strict=True)}
-    windows = plan_windows(
-        positions, num_frames, model.hparams.num_frames, model.hparams.context_frames
-    )
-    steps = model.hparams.sample_steps if args.steps is None else args.steps
-    sampler = model.hparams.sample_sampler if args.sampler is None else args.sampler
-    guidance = model.hparams.sample_guidance if args.guidance is None else args.guidance
-    init = model.hparams.sample_init if args.init is None else args.init
-    init_sigma = model.hparams.sample_init_sigma if args.init_sigma is None else args.init_sigma
-
+    windows = plan_windows(positions, num_frames, hp.num_frames, hp.context_frames)
+    pick = {name: options[name] if options[name] is not None else hp[f"sample_{name}"]
+            for name in ("steps", "sampler", "guidance", "init", "init_sigma")}  # fmt: skip
     bar = tqdm(total=len(windows), desc="windows", unit="window", disable=None, file=sys.stderr)
 
     def progress(info: dict) -> None:
@@ -317,49 +223,259 @@ def run(args: argparse.Namespace) -> int:
             bar.update()
 
     stream = interpolate_frames(
-        model, model_keys, positions, num_frames, steps=steps, guidance=guidance,
-        seed=args.seed, sampler=sampler, prompt=args.prompt, fps=args.fps, callback=progress,
-        init=init, init_sigma=init_sigma, motion=not args.no_motion_prior,
+        model, model_keys, positions, num_frames, steps=pick["steps"], guidance=pick["guidance"],
+        seed=options["seed"], sampler=pick["sampler"], prompt=options["prompt"],
+        fps=options["fps"], callback=progress, init=pick["init"], init_sigma=pick["init_sigma"],
+        motion=options["motion_prior"],
     )  # fmt: skip
-    frames = _frames(stream, fit, keys_out, shown)
+    cropped = None
+    if options["fit"] == "crop":
+        cropped = [media.from_rgb8(key_output(media.quantize(p, "8-bit"), fit)) for p in pixels]
+    uses_prior = pick["init"] == "flow" and options["motion_prior"] and model.motion_prior
+    record = {
+        **pick,
+        "init_sigma": pick["init_sigma"] if pick["init"] == "flow" else None,
+        "motion_prior": bool(uses_prior),
+        "model_config": dict(hp),
+        "windows": len(windows),
+        "size": {"width": fit.out_size[1], "height": fit.out_size[0]},
+    }
+    return _closing(_frames(stream, fit, keys_out, timing.count), bar), cropped, record
+
+
+def _general_frames(pixels, depth: str, timing: Timing, options: dict, say):
+    """The general interpolator's frames at the keys' own size, depth and channels (motion found
+    on 8-bit stand-ins at its working resolution), and what the sidecar records of them."""
+    from tqdm import tqdm
+
+    from interpolate.general.pipeline import GeneralInterpolator, working_shape
+    from pipeline.devices import resolve_device
+    from pipeline.modelfree import flow_proxies
+
+    pipe = GeneralInterpolator.from_pretrained(options["model"], resolve_device(options["device"]))
+    slots = np.stack([pixels[k] for k, _ in timing.slots])
+    height, width = slots.shape[1:3]
+    work = working_shape(height, width, pipe.config)
+    if work != (height, width):
+        say(f"motion is made at {work[1]}x{work[0]} (the model's working resolution); frames are "
+            f"made at the keys' {width}x{height} from the keys' own pixels")  # fmt: skip
+    guides = list(flow_proxies(slots, depth))
+    bar = tqdm(total=timing.count, desc="in-betweens", unit="frame", disable=None, file=sys.stderr)
+    frames = pipe(list(slots), timing.positions(), timing.length, seed=options["seed"],
+                  steps=options["steps"], guides=guides)  # fmt: skip
+    steps = pipe.config.steps if options["steps"] is None else options["steps"]
+    info = {"size": {"width": width, "height": height}, "model_config": pipe.config.to_dict(),
+            "steps": steps, "sampler": "dpmpp_2m",
+            "working_size": {"width": work[1], "height": work[0]}}  # fmt: skip
+    return _closing(_counted(itertools.islice(frames, timing.count), bar), bar), info
+
+
+def _model_free_frames(pixels, depth: str, timing: Timing, kind: str):
+    """Flow or crossfade in-betweens at the keys' size, depth and channels (pipeline.modelfree),
+    and what the sidecar records of them."""
+    from tqdm import tqdm
+
+    from pipeline.modelfree import inbetweens
+
+    slots = np.stack([pixels[k] for k, _ in timing.slots])
+    frames = inbetweens(slots, timing.positions(), timing.length, kind, depth)
+    height, width = pixels[0].shape[:2]
+    info = {"size": {"width": width, "height": height}, "model_config": None}
+    bar = tqdm(total=timing.count, desc=kind, unit="frame", disable=None, file=sys.stderr)
+    return _closing(_counted(itertools.islice(frames, timing.count), bar), bar), info
+
+
+def _counted(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
+    for frame in frames:
+        yield frame
+        bar.update()
+
+
+def _closing(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
     try:
-        if kind == "png" and not out.exists():  # a new folder appears only when complete
-            with safety.atomic_folder(out) as tmp:
-                written = io.write_png_sequence(tmp, frames, name=out.name)
-            written = [out / path.name for path in written]
-        elif kind == "png":
-            written = io.write_png_sequence(out, frames, name=out.name, overwrite=args.overwrite)
-        else:
-            written = io.write_video(out, frames, args.fps, overwrite=args.overwrite)
+        yield from frames
     finally:
         bar.close()
-    uses_prior = init == "flow" and not args.no_motion_prior and model.motion_prior is not None
-    record = {
+
+
+# ---------------------------------------------------------------- the function and the command
+
+
+def _check_numbers(fps, seed, guidance, steps) -> None:
+    """Numeric options in range (NaN and 1e30 included) before any work."""
+    from keyframe.module import MAX_GUIDANCE, MAX_SAMPLE_STEPS
+    from pipeline.shotlist import MAX_FPS, MAX_SEED
+
+    safety.check_number(fps, "--fps", 1e-3, MAX_FPS)
+    safety.check_number(seed, "--seed", 0, MAX_SEED, integer=True)
+    if guidance is not None:
+        safety.check_number(guidance, "--guidance", 0, MAX_GUIDANCE)
+    if steps is not None:
+        safety.check_number(steps, "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
+
+
+def _exclusive(function):
+    """Run `tween` holding the lock of its ``out`` (when it writes one), after removing the temp
+    files a killed run of that output left (pipeline.locks, pipeline.safety)."""
+
+    @functools.wraps(function)
+    def locked(keys=(), out=None, **kwargs):
+        if out is None:
+            return function(keys, out, **kwargs)
+        target = Path(out)
+        with locks.exclusive(target, what=f"tween --out {out}"):
+            safety.clean_temporaries(target.parent, (target.name, target.stem))
+            return function(keys, out, **kwargs)
+
+    return locked
+
+
+@dataclass(frozen=True)
+class TweenResult:
+    """What `tween` made: the frames (float32 (h, w, C), pipeline.media's contract; None when
+    not kept), each frame's number, the keys' depth, the files written and the sidecar record."""
+
+    frames: list[np.ndarray] | None
+    numbers: list[int]
+    depth: str
+    files: list[Path]
+    record: dict
+
+
+@_exclusive
+def tween(
+    keys=(),
+    out: str | os.PathLike | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    between: int | None = None,
+    timing: Sequence[int] | str | None = None,
+    xsheet: str | os.PathLike | None = None,
+    loop: bool = False,
+    fit: str = "letterbox",
+    fps: float = 24.0,
+    seed: int = 0,
+    steps: int | None = None,
+    sampler: str | None = None,
+    guidance: float | None = None,
+    prompt: str | None = None,
+    init: str | None = None,
+    init_sigma: float | None = None,
+    motion_prior: bool = True,
+    device: str = "auto",
+    overwrite: bool = False,
+    keep_frames: bool = True,
+    verbose: bool = True,
+) -> TweenResult:
+    """Fill in the frames between keys: files, a pattern, a folder or arrays (``(h, w, 3|4)``
+    uint8/uint16, or float premultiplied), or an exposure sheet. Writes to ``out`` when given
+    (see the module docstring) and returns the frames (``keep_frames``) as float32 (h, w, C).
+
+        result = tween(["shot_0101.png", "shot_0113.png"], "out/shot_####.png", model="flow")
+    """
+
+    def say(message: str) -> None:
+        if verbose:
+            print(f"animatic tween: note: {message}", file=sys.stderr)
+
+    _check_numbers(fps, seed, guidance, steps)
+    if fit not in FITS:
+        raise UserError(f"--fit {fit}: expected one of {', '.join(FITS)}")
+    timing = sequences.parse_timing(timing) if isinstance(timing, str) else timing
+    files, arrays, sheet = key_files(keys, xsheet)
+    plan = sequences.plan_timing(
+        files, between, timing, loop, holds=sheet and sheet[1], sheet_frames=sheet and sheet[0],
+        say=say,
+    )  # fmt: skip
+    safety.check_frame_count(plan.length, "--between/--timing")
+    pixels, depth, copyable = read_keys(files, arrays)
+    target = None
+    if out is not None:
+        target = output_target(out, files, plan, exr=files[0].suffix.lower() == ".exr")
+        check_target(target, plan, files, overwrite)
+        note = conversion_note(target, depth, pixels[0].shape[2])
+        if note:
+            say(note)
+    options = {"model": model, "device": device, "fit": fit, "seed": seed, "steps": steps,
+               "sampler": sampler, "guidance": guidance, "init": init, "init_sigma": init_sigma,
+               "prompt": prompt, "fps": fps, "motion_prior": motion_prior}  # fmt: skip
+    if model in MODEL_FREE or is_general(model):
+        if fit != "letterbox":
+            say(f"--fit {fit} is for shapes-world models; {model} works at the keys' own size")
+        if model in MODEL_FREE:
+            stream, info = _model_free_frames(pixels, depth, plan, model)
+        else:
+            stream, info = _general_frames(pixels, depth, plan, options, say)
+    else:
+        stream, cropped, info = _model_frames(pixels, depth, plan, options)
+        if cropped is not None:
+            pixels, copyable = cropped, [False] * len(cropped)
+    kept: list[np.ndarray] | None = [] if keep_frames else None
+    if kept is not None:
+        stream = _keeping(stream, kept)
+    written = []
+    if target is not None:
+        written = write_output(target, stream, plan, files, pixels, copyable, depth, fps, overwrite)
+    else:
+        for _ in stream:
+            pass
+    if kept is not None:
+        held = plan.held()
+        kept = [pixels[held[i]] if i in held else f for i, f in enumerate(kept)]
+    record = _record(files, plan, options, info, (depth, pixels[0].shape[2]), between, written)
+    record["loop"] = loop
+    if target is not None:
+        io.write_sidecar(target.record_path, record)
+    return TweenResult(kept, plan.numbers(), depth, written, record)
+
+
+def _keeping(frames: Iterator[np.ndarray], kept: list) -> Iterator[np.ndarray]:
+    for frame in frames:
+        kept.append(frame)
+        yield frame
+
+
+def _record(files, plan: Timing, options: dict, info: dict, kind, between, written) -> dict:
+    """The sidecar: keys, timing, model and settings, outputs."""
+    depth, channels = kind
+    model = options["model"]
+    free = model in MODEL_FREE
+    return {
         "command": "tween",
         "keys": [
-            {"path": str(p.resolve()), "frame": f} for p, f in zip(paths, positions, strict=False)
+            {"path": str(f.path.resolve()) if f.suffix else str(f.path), "frame": frame}
+            for f, frame in zip(files, plan.keys, strict=False)
         ],
-        "loop": args.loop,
-        "frames": shown,
-        "key_frames": positions,
-        "between": args.between,
-        "timing": timing,
-        "fit": args.fit,
-        "size": {"width": fit.out_size[1], "height": fit.out_size[0]},
-        "model": str(Path(args.model).resolve()) if Path(args.model).exists() else args.model,
-        "model_config": dict(model.hparams),
-        "steps": steps,
-        "sampler": sampler,
-        "guidance": guidance,
-        "init": init,
-        "init_sigma": init_sigma if init == "flow" else None,
-        "motion_prior": uses_prior,
-        "seed": args.seed,
-        "prompt": args.prompt,
-        "fps": args.fps,
-        "windows": len(windows),
+        "frames": plan.count,
+        "first_frame": plan.first,
+        "key_frames": list(plan.keys),
+        "timing_source": plan.source,
+        "between": between,
+        "timing": list(plan.keys) if plan.source == "timing" else None,
+        "depth": depth,
+        "channels": channels,
+        "fit": options["fit"],
+        "model": str(Path(model).resolve()) if Path(model).exists() and not free else model,
+        **{k: None for k in ("steps", "sampler", "guidance", "init", "init_sigma")},
+        "motion_prior": False,
+        "windows": None,
+        **info,
+        "seed": options["seed"],
+        "prompt": options["prompt"],
+        "fps": options["fps"],
         "outputs": [str(p) for p in written],
     }
-    io.write_sidecar(out, record)
-    print(f"tween: {shown} frames ({len(keys)} keys, {len(windows)} windows) -> {out}")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = tween(
+        args.keys, args.out, model=args.model, between=args.between, timing=args.timing,
+        xsheet=args.xsheet, loop=args.loop, fit=args.fit, fps=args.fps, seed=args.seed,
+        steps=args.steps, sampler=args.sampler, guidance=args.guidance, prompt=args.prompt,
+        init=args.init, init_sigma=args.init_sigma, motion_prior=not args.no_motion_prior,
+        device=args.device, overwrite=args.overwrite, keep_frames=False,
+    )  # fmt: skip
+    record = result.record
+    print(f"tween: {record['frames']} frames ({len(record['keys'])} keys, "
+          f"{media.describe(result.depth, record['channels'])}) -> {args.out}")  # fmt: skip
     return 0

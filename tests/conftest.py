@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.cli import main
 
+TINY_LAYERS = ["--clips", "3", "--size", "48", "--frames", "9", "--seed", "7"]
 TINY_SHAPES = ["--clips", "4", "--stills", "24", "--size", "32", "--frames", "12", "--seed", "7"]
 
 
@@ -66,3 +67,35 @@ def tiny_interpolate():
         return model
 
     return build
+
+
+def make_pictures(root: Path, count: int = 3, seed: int = 0) -> list[str]:
+    """Folders of test pictures: textured opaque backgrounds (PNG and JPG) and RGBA sprites."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    photos, art = root / "photos", root / "art"
+    photos.mkdir(parents=True)
+    art.mkdir(parents=True)
+    for i in range(count):
+        noise = rng.random((12, 12, 3)) * 255
+        texture = cv2.resize(noise.astype(np.uint8), (96, 80), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(photos / f"p{i}.png"), texture)
+        cv2.imwrite(str(photos / f"q{i}.jpg"), texture[::-1])
+        sprite = np.zeros((48, 48, 4), np.uint8)
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        cv2.circle(sprite, (24, 24), 18, (*colour, 255), -1)
+        cv2.rectangle(sprite, (18, 18), (30, 30), (20, 20, 20, 255), -1)
+        cv2.imwrite(str(art / f"s{i}.png"), sprite)
+    return [str(photos), str(art)]
+
+
+@pytest.fixture(scope="session")
+def tiny_layers(tmp_path_factory) -> Path:
+    """`animatic dataset layers` output from test pictures: 3 clips of 9 frames at 48 px."""
+    root = tmp_path_factory.mktemp("tiny-layers")
+    pictures = make_pictures(root / "pictures")
+    out = root / "layers"
+    assert main(["dataset", "layers", "--out", str(out), *TINY_LAYERS, "--images", *pictures]) == 0
+    return out

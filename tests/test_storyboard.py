@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import opentimelineio as otio
 import pytest
 
 from keyframe.errors import UserError
@@ -80,6 +81,7 @@ def test_example_storyboard_end_to_end(tmp_path):
     assert main(["storyboard", str(EXAMPLE), "--out", str(out), *ORACLE]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        "contact_sheet.pdf",
         SHEET,
         "shot01_panel01.png",
         "shot01_panel02.png",
@@ -87,6 +89,7 @@ def test_example_storyboard_end_to_end(tmp_path):
         "shot02_panel04.png",  # panel 3 cuts: a new shot
         "shot02_panel05.png",
         MANIFEST,
+        "storyboard.otio",
     ]
     record = manifest(out)
     shots = load_shotlist(EXAMPLE)
@@ -105,6 +108,15 @@ def test_example_storyboard_end_to_end(tmp_path):
     assert "provenance" in record
     board = load_storyboard(out)
     assert len(board.images) == 5 and board.manifest["title"] == "Red ball, yellow box"
+    # The editor's copy: one clip per panel, with its duration, prompt and image.
+    timeline = otio.adapters.read_from_file(str(out / "storyboard.otio"))
+    clips = list(timeline.find_clips())
+    assert [c.name for c in clips] == [Path(p["file"]).stem for p in record["panels"]]
+    assert [c.duration().value for c in clips] == [p.duration for p in shots.panels]
+    assert {c.duration().rate for c in clips} == {24.0} and timeline.duration().value == 168
+    assert clips[3].metadata["animatic"]["prompt"] == shots.panels[3].prompt
+    assert clips[3].metadata["animatic"]["seed"] == 42
+    assert clips[0].media_reference.target_url == (out / "shot01_panel01.png").resolve().as_uri()
 
 
 def test_rerun_without_changes_regenerates_nothing(tmp_path):
@@ -345,9 +357,10 @@ def test_fit_image_covers_and_centre_crops():
 
 def test_package_exports_the_functions(tmp_path):
     import pipeline
-    from pipeline import render, storyboard
+    from pipeline import render, storyboard, tween
 
     assert storyboard is sb.storyboard and render is sys.modules["pipeline.render"].render
+    assert tween is sys.modules["pipeline.tween"].tween and callable(tween)
     assert pipeline.storyboard is storyboard  # importing the module did not rebind the name
     board = storyboard(write_shots(tmp_path), tmp_path / "b", keyframe_model="oracle")
     assert len(board.images) == 3 and board.folder == tmp_path / "b"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 
 from pipeline.cli import main
 from pipeline.io import read_image, read_video_frames
-from pipeline.tween import from_model, key_positions, make_fit, to_model
+from pipeline.sequences import KeyFile, plan_timing
+from pipeline.tween import from_model, make_fit, to_model
 
 TINY = {
     "image_size": 16,
@@ -219,7 +221,13 @@ def test_letterbox_round_trip_and_positions():
     square = to_model(image, fit)
     assert square.shape == (16, 16, 3) and (square == 200).all()  # margins repeat the edges
     assert from_model(square, fit).shape == (12, 20, 3)
-    assert key_positions(3, 2, None, loop=False) == ([0, 3, 6], 7)
-    assert key_positions(2, None, [0, 5, 9], loop=True) == ([0, 5, 9], 10)
-    assert key_positions(1, 4, None, loop=False) == ([0], 5)
-    assert key_positions(1, None, [6], loop=False) == ([6], 7)  # frames before the key
+
+    def plan(count, between, timing, loop):
+        keys = [KeyFile(Path(f"k{i}.png"), "k", None, 0, ".png") for i in range(count)]
+        timing = plan_timing(keys, between, timing, loop)
+        return timing.positions(), timing.length, timing.first
+
+    assert plan(3, 2, None, loop=False) == ([0, 3, 6], 7, 0)
+    assert plan(2, None, [0, 5, 9], loop=True) == ([0, 5, 9], 10, 0)
+    assert plan(1, 4, None, loop=False) == ([0], 5, 0)
+    assert plan(1, None, [6], loop=False) == ([0], 1, 6)  # no frames invented before the key

@@ -48,7 +48,9 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
                 state.update(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {})
         except Exception as err:
             raise UserError(f"model.init_from: {file}: unreadable weights ({err})") from None
-    return state
+    from keyframe.int8 import dequantize
+
+    return dequantize(state)  # int8 exports (`animatic export --int8`) back to floats
 
 
 def sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -107,3 +107,13 @@ def test_a_bad_captions_field_is_a_one_line_error(tmp_path):
     manifest.write_text(json.dumps({"path": "a.png", "caption": "x", "captions": "x"}) + "\n")
     with pytest.raises(UserError, match="'captions' must be a non-empty list of strings"):
         load_records(manifest)
+
+
+def test_the_spec_names_every_word():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "phrasings.md"
+    text = " ".join(doc.read_text(encoding="utf-8").split())
+    assert ph.training_vocabulary().words <= set(words_of(text))
+    counts = [len(ph.phrasings_of(split, n)) for n in (1, 2) for split in ph.SPLITS]
+    assert "{} training and {} held-out phrasings; for two: {} and {}".format(*counts) in text

@@ -197,7 +197,6 @@ def diffusers_keyframes(name: str, width: int, height: int, device: str | None =
 
     draw.model_id = model_name(name)
     draw.supports_anchors = model.unet is not None
-    draw.record = dm.describe(model)
     return draw
 
 

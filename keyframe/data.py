@@ -65,6 +65,13 @@ def _record(fields: dict, base: Path, where: str) -> dict:
         raise UserError(f"{where}: {fields[path_key]} is not an image or video file")
     record = {k: v for k, v in fields.items() if k not in PATH_KEYS + CAPTION_KEYS}
     record.update(path=str(path), caption=fields[caption_key].strip(), kind=kind)
+    if "captions" in record:
+        captions = record["captions"]
+        if not (
+            isinstance(captions, list) and captions and all(isinstance(c, str) for c in captions)
+        ):
+            raise UserError(f"{where}: 'captions' must be a non-empty list of strings")
+        record["captions"] = [c.strip() for c in captions]
     for key, cast in (("fps", float), ("frames", int)):
         value = record.get(key)
         try:
@@ -280,6 +287,12 @@ def mirror_caption(caption: str) -> str:
     return _LEFT_RIGHT.sub(swap, caption)
 
 
+def caption_choices(record: dict) -> list[str]:
+    """The captions a record may be trained with: its `captions` (other phrasings of the same
+    picture, one drawn per step), else its one `caption`."""
+    return record.get("captions") or [record["caption"]]
+
+
 # ---------------------------------------------------------------- datasets
 
 
@@ -296,6 +309,9 @@ class _Draws:
 
     def coin(self) -> bool:
         return self.integer(2) == 1
+
+    def choice(self, options: Sequence[str]) -> str:
+        return options[self.integer(len(options))] if len(options) > 1 else options[0]
 
 
 def _given_records(source: str | Path | Sequence[dict]) -> list[dict] | None:
@@ -330,8 +346,9 @@ def _with_video_info(record: dict) -> dict:
 class ImageCaptionDataset(Dataset):
     """{"image": c h w in [-1, 1], "caption": str}; a video source gives one random frame per clip.
 
-    flip mirrors half the images and swaps left/right in their captions. seed fixes every draw
-    per index (validation); None draws afresh each time from torch's RNG (training).
+    A record with several `captions` gives one of them, drawn like the rest. flip mirrors half
+    the images and swaps left/right in their captions. seed fixes every draw per index
+    (validation); None draws afresh each time from torch's RNG (training).
     """
 
     def __init__(
@@ -363,7 +380,8 @@ class ImageCaptionDataset(Dataset):
         else:
             start = draws.integer(max(record["frames"], 1))
             image = read_video(record["path"], start=start, count=1)[0]
-        image, caption = resize_frames(image, self.size, self.mode), record["caption"]
+        image = resize_frames(image, self.size, self.mode)
+        caption = draws.choice(caption_choices(record))
         if self.flip and draws.coin():
             image, caption = image[:, ::-1], mirror_caption(caption)
         return {"image": to_tensor(image), "caption": caption}
@@ -547,7 +565,7 @@ class ImageDataModule(LightningDataModule):
                 lambda: cache.encode_images(ae, images, self.flip, self.batch_size, device),
             )  # fmt: skip
         barrier()
-        captions = [r["caption"] for r in records]
+        captions = [caption_choices(r) for r in records]
         self.train_set = cache.CachedImageDataset(self.latents, captions, self.flip, seed=None)
 
     def setup(self, stage: str | None = None) -> None:

@@ -52,7 +52,9 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
         except Exception as err:
             detail = " ".join(str(err).split())[:200]
             raise UserError(f"model.init_from: {file}: unreadable weights ({detail})") from None
-    return state
+    from keyframe.int8 import dequantize
+
+    return dequantize(state)  # int8 exports (`animatic export --int8`) back to floats
 
 
 def sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -128,9 +128,16 @@ def encode_clips(ae, records: Sequence[dict], size: int, mode: str, device) -> d
 
 class CachedImageDataset(Dataset):
     """{"latent": c h w, "caption"} from a still-image cache; `flip` takes the mirror image's
-    latents (and swaps left/right in the caption) for half the draws."""
+    latents (and swaps left/right in the caption) for half the draws. An image's caption may be
+    a list of phrasings: one is drawn per item."""
 
-    def __init__(self, path: str | Path, captions: Sequence[str], flip: bool, seed: int | None):
+    def __init__(
+        self,
+        path: str | Path,
+        captions: Sequence[str | Sequence[str]],
+        flip: bool,
+        seed: int | None,
+    ):
         from safetensors.torch import load_file
 
         tensors = load_file(str(path))
@@ -141,7 +148,8 @@ class CachedImageDataset(Dataset):
             )
         if flip and self.mirrored is None:
             raise UserError(f"data.latents: {path} has no mirrored latents (made without flip)")
-        self.captions, self.flip, self.seed = list(captions), flip, seed
+        self.captions = [[c] if isinstance(c, str) else list(c) for c in captions]
+        self.flip, self.seed = flip, seed
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -150,8 +158,9 @@ class CachedImageDataset(Dataset):
         from keyframe.data import _Draws, mirror_caption
 
         index, seed = item_key(key, self.seed)
-        latent, caption = self.latents[index], self.captions[index]
-        if self.flip and _Draws(seed, index).coin():
+        draws = _Draws(seed, index)
+        latent, caption = self.latents[index], draws.choice(self.captions[index])
+        if self.flip and draws.coin():
             latent, caption = self.mirrored[index], mirror_caption(caption)
         return {"latent": latent.float(), "caption": caption}
 

@@ -56,8 +56,42 @@ COLOUR_WORDS: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
     "gray": (128, 128, 128),
     "grey": (128, 128, 128),
+    # and common names for shades of them
+    "crimson": (220, 20, 60),
+    "scarlet": (240, 40, 20),
+    "lime": (50, 205, 50),
+    "emerald": (80, 200, 120),
+    "cobalt": (0, 71, 171),
+    "azure": (0, 127, 255),
+    "gold": (250, 200, 40),
+    "golden": (250, 200, 40),
+    "lemon": (250, 235, 80),
+    "violet": (140, 60, 220),
+    "tangerine": (245, 130, 20),
+    "amber": (250, 160, 20),
+    "ivory": (250, 250, 240),
+    "ebony": (30, 30, 30),
 }
 _COLOUR_WORDS = re.compile(r"\b(" + "|".join(COLOUR_WORDS) + r")\b")
+# Other ways to name places, made into the words above before they are read ("upper-left
+# corner" -> "top left corner", "centre left" -> "left", "top middle" -> "top").
+_PLACE_SYNONYMS = (
+    (re.compile(r"[-_]"), " "),
+    (re.compile(r"\bupper\b"), "top"),
+    (re.compile(r"\blower\b"), "bottom"),
+    (re.compile(r"\b(?:centre|middle|centered|centred)\b"), "center"),
+    (re.compile(r"\b(top|bottom) center\b"), r"\1"),
+    (re.compile(r"\bcenter (left|right)\b"), r"\1"),
+)
+# Background phrases ("the backdrop is navy", "background: navy"; "on a dark blue background"):
+# their colour words are not a subject's. Up to two words after "is"/":" when the noun starts a
+# clause, else up to two words (not place words) before it.
+_BACKGROUND = (
+    re.compile(
+        r"(?:^|(?<=[,.;:]))\s*(?:the\s+)?(?:background|backdrop)\s*(?:is\b|:)(?:\s*\w+){1,2}"
+    ),
+    re.compile(r"(?:(?!(?:top|bottom|left|right|center)\b)\w+\s+){0,2}\b(?:background|backdrop)\b"),
+)
 SUBJECT_CONTRAST = 60.0  # RGB distance (0-255) from the background that counts as subject
 MIN_REGION = 0.002  # share of the image a region needs to count (8 pixels of 64x64)
 EXTRA_SHARE = 0.25  # an unasked region this share of the smallest placed subject is a copy
@@ -97,21 +131,37 @@ class Fit:
 
 
 def prompt_subjects(prompt: str) -> list[Subject]:
-    """One Subject per position phrase, in order, with the last colour word of its clause (the
-    words since the previous position phrase); at most MAX_SUBJECTS (with a warning)."""
-    text, start, subjects = prompt.lower(), 0, []
-    for match in _PLACE_WORDS.finditer(text):
-        if len(subjects) == MAX_SUBJECTS:
-            warnings.warn(
-                f"placement: the prompt has more than {MAX_SUBJECTS} position phrases; "
-                f"only the first {MAX_SUBJECTS} are placed",
-                stacklevel=2,
-            )
-            break
-        colours = _COLOUR_WORDS.findall(text[start : match.start()])
-        colour = COLOUR_WORDS[colours[-1]] if colours else None
+    """One Subject per place phrase, in order, with its clause's colour word. A subject is named
+    before its place ("a red circle at the top left": the last colour word since the previous
+    place) or, when the prompt starts with a place ("top left: a red circle; ..."), after it (the
+    first colour word before the next place). Synonyms for places are understood (upper left,
+    top-left corner, centre, middle left) and a background's colour words are left out. At most
+    MAX_SUBJECTS are placed (with a warning)."""
+    text = prompt.lower()
+    for pattern, replacement in _PLACE_SYNONYMS:
+        text = pattern.sub(replacement, text)
+    for pattern in _BACKGROUND:
+        text = pattern.sub(" ", text)
+    places = list(_PLACE_WORDS.finditer(text))
+    if not places:
+        return []
+    if len(places) > MAX_SUBJECTS:
+        warnings.warn(
+            f"placement: the prompt has more than {MAX_SUBJECTS} position phrases; "
+            f"only the first {MAX_SUBJECTS} are placed",
+            stacklevel=2,
+        )
+        places = places[:MAX_SUBJECTS]
+    starts = [m.start() for m in places[1:]] + [len(text)]
+    ends = [0] + [m.end() for m in places[:-1]]
+    before = [_COLOUR_WORDS.findall(text[a : m.start()]) for a, m in zip(ends, places, strict=True)]
+    after = [_COLOUR_WORDS.findall(text[m.end() : b]) for m, b in zip(places, starts, strict=True)]
+    place_first = not before[0] and any(after)
+    subjects = []
+    for match, ahead, behind in zip(places, before, after, strict=True):
+        names = behind[:1] if place_first else ahead[-1:]
+        colour = COLOUR_WORDS[names[0]] if names else None
         subjects.append(Subject(PLACES[match.group(1)], colour))
-        start = match.end()
     return subjects
 
 

@@ -35,6 +35,7 @@ from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser, randn
 from keyframe.sampling import sample as run_sampler
 from keyframe.text import TextEncoder
 from keyframe.unet import UNet
+from keyframe.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary, words_of
 
 MAX_SAMPLE_STEPS = 1000
 MAX_GUIDANCE = 100.0  # scales in use are 1-20; far above, every image saturates (1e30: black)
@@ -200,7 +201,9 @@ class KeyframeModule(L.LightningModule):
     `init_from` starts fitting from another keyframe model's sampling weights (a .ckpt, a
     .safetensors file or an exported folder with the same U-Net and text settings).
     Sampling defaults: sample_*; `sample_place` places subjects by their prompt's position words
-    (see `sample`).
+    (see `sample`). Training records the words of the captions it sees (and those of the
+    `init_from` model) in its checkpoints, for the exported model's vocabulary.json
+    (keyframe.vocabulary; under DDP, the words rank 0 saw).
     """
 
     def __init__(
@@ -276,6 +279,8 @@ class KeyframeModule(L.LightningModule):
             else None
         )
         self._initialised = False
+        self.trained_words: set[str] = set()  # words of the captions trained on
+        self.trained_subjects: set[str] | None = None  # subjects the init_from model recorded
 
     # ---- pieces other code uses ---------------------------------------------------------------
 
@@ -324,6 +329,8 @@ class KeyframeModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         latents = latent_batch(batch, self.autoencoder, "image")
+        for caption in batch["caption"]:
+            self.trained_words.update(words_of(caption))
         prompts = drop_conditioning(list(batch["caption"]), self.hparams.cond_drop_rate)
         cond = self.encode_text(prompts)
         if self.hparams.pooled_drop_rate > 0:
@@ -379,6 +386,22 @@ class KeyframeModule(L.LightningModule):
         for ema, live in ((self.ema_net, self.denoiser.net), (self.ema_text, self.text)):
             if ema is not None:
                 ema.load_state_dict(live.state_dict())
+        self._add_vocabulary(load_vocabulary(source))
+
+    def _add_vocabulary(self, vocabulary: Vocabulary | None) -> None:
+        """Words (and subjects) a model was trained on count as trained on here too."""
+        if vocabulary is None:
+            return
+        self.trained_words |= vocabulary.words
+        if vocabulary.subjects is not None:
+            self.trained_subjects = (self.trained_subjects or set()) | vocabulary.subjects
+
+    def vocabulary(self) -> Vocabulary | None:
+        """The words trained on so far (None before any), as keyframe.vocabulary records them."""
+        if not self.trained_words:
+            return None
+        subjects = self.trained_subjects
+        return Vocabulary(frozenset(self.trained_words), frozenset(subjects) if subjects else None)
 
     def on_fit_start(self) -> None:
         # The frozen autoencoder and the EMA copies are in eval mode on purpose.
@@ -395,6 +418,16 @@ class KeyframeModule(L.LightningModule):
         # The autoencoder's architecture (its weights are in the state dict), so a checkpoint
         # loads without the file the autoencoder came from.
         checkpoint["autoencoder_config"] = autoencoder_record(self.autoencoder)
+        vocabulary = self.vocabulary()
+        if vocabulary is not None:
+            checkpoint["vocabulary"] = vocabulary.to_json("captions trained on")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming: the words trained on before (the run's init_from model's among them).
+        record = checkpoint.get("vocabulary")
+        if record is not None:
+            self.trained_words, self.trained_subjects = set(), None
+            self._add_vocabulary(parse_vocabulary(record, "checkpoint vocabulary"))
 
     # ---- validation ---------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ Worlds: `shapes` (the shapes world: captioned clips and stills, shared/shapes_wo
 Layout of DIR (everything relative, so the folder can be moved):
   dataset.json   generator, parameters and seed (identifies the folder; resume must match it)
   clips/NNNNNN.avi + clips.jsonl     lossless video (PNG frames in AVI) and one JSON line per clip
-  stills/NNNNNN.png + stills.jsonl   keyframe-stage stills with still captions
+  stills/NNNNNN.png + stills.jsonl   keyframe-stage stills with still captions; each still's
+                                     `captions` also holds PHRASINGS other phrasings of it
+                                     (pipeline.phrasings, docs/phrasings.md), one drawn per step
 Every file is a pure function of (parameters, seed, index): files are written atomically, a rerun
 skips the ones already there, and the manifests are rebuilt from scratch at the end.
 """
@@ -29,10 +31,12 @@ from tqdm import tqdm
 
 from keyframe.errors import UserError
 from pipeline.layers import dataset as layers_dataset
+from pipeline.phrasings import phrasings
 from pipeline.shapes import (
     FPS,
     clip_caption,
     clip_centres,
+    describe_still,
     random_clip_scene,
     random_still_scene,
     render_clip,
@@ -51,6 +55,8 @@ STILLS_MANIFEST = "stills.jsonl"
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 _CLIP_STREAM, _STILL_STREAM = 0, 1  # separate random streams per (seed, stream, index)
+_PHRASING_STREAM = 2
+PHRASINGS = 6  # training phrasings per still besides its canonical caption
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -274,9 +280,13 @@ def still_record(params: dict, index: int) -> dict:
         {**_object_record(o), "centre": [_r(o.x), _r(o.y)], "position": position_word(o.x, o.y)}
         for o in scene.objects
     ]
+    caption = still_caption(scene)
+    rng = np.random.default_rng([params["seed"], _PHRASING_STREAM, index])
+    others = phrasings(describe_still(scene), rng, PHRASINGS)
     return {
         "path": f"stills/{_name(index, params['stills'], '.png')}",
-        "caption": still_caption(scene),
+        "caption": caption,
+        "captions": [caption, *(text for text in others if text != caption)],
         "width": params["size"],
         "height": params["size"],
         "background": scene.background,

@@ -24,11 +24,13 @@ from keyframe.errors import UserError
 from pipeline import baselines
 from pipeline.devices import resolve_device
 from pipeline.judge import ATTRIBUTES, MIN_SIZE, detect_objects, judge
+from pipeline.phrasings import PHRASINGS, phrase
 from pipeline.shapes import (
     Description,
     ObjectWords,
     Scene,
     clip_centres,
+    describe_still,
     format_caption,
     random_clip_scene,
     random_still_scene,
@@ -40,6 +42,7 @@ from pipeline.shapes import (
 # Random streams of the eval sets (the dataset tool uses 0 for clips and 1 for stills).
 STILL_STREAM = 1001
 CLIP_STREAM = 1002
+PHRASING_STREAM = 1003  # the words of --phrasing train/heldout prompts
 DEFAULT_GAPS = (2, 4, 8, 16)
 # Looking for ghosts, a copy of an object counts down to 15% opacity: faint, but visible.
 GHOST_ALPHA = 0.15
@@ -55,13 +58,17 @@ Tween = Callable[[np.ndarray, list[int], int], np.ndarray]
 
 
 def keyframe_prompts(
-    n_single: int = 300, n_double: int = 100, seed: int = 0
+    n_single: int = 300, n_double: int = 100, seed: int = 0, phrasing: str = "canonical"
 ) -> list[tuple[str, Scene]]:
     """Still prompts with their scenes: n_single one-object, then n_double two-object ones.
 
     The first object of prompt i sits in cell i % 9 (every position equally often); centres keep
     CELL_MARGIN inside their cell, as in the training stills, so position words are unambiguous.
+    `phrasing`: "canonical" (the caption grammar), or the same scenes said in a random
+    phrasing of pipeline.phrasings' "train" or "heldout" set (never used for training).
     """
+    if phrasing not in PHRASINGS:
+        raise UserError(f"phrasing: expected one of {', '.join(PHRASINGS)}, got {phrasing!r}")
     out: list[tuple[str, Scene]] = []
     for count, n in ((1, n_single), (2, n_double)):
         for i in range(n):
@@ -69,7 +76,11 @@ def keyframe_prompts(
             scene = random_still_scene(rng, cell=i % 9, max_objects=count)
             while len(scene.objects) != count:
                 scene = random_still_scene(rng, cell=i % 9, max_objects=count)
-            out.append((still_caption(scene), scene))
+            prompt = still_caption(scene)
+            if phrasing != "canonical":
+                words = np.random.default_rng([seed, PHRASING_STREAM, count, i])
+                prompt = phrase(describe_still(scene), words, phrasing)
+            out.append((prompt, scene))
     return out
 
 
@@ -99,8 +110,9 @@ def eval_keyframe(
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Judge one generated image per prompt (seed + i for prompt i): accuracy per attribute
-    (background and count per prompt, the others per object) and fully correct rates."""
+    """Judge one generated image per prompt (seed + i for prompt i) against its scene: accuracy
+    per attribute (background and count per prompt, the others per object) and fully correct
+    rates."""
     if batch_size < 1:
         raise UserError(f"batch size: expected at least 1, got {batch_size}")
     right = dict.fromkeys(ATTRIBUTES, 0)
@@ -114,8 +126,8 @@ def eval_keyframe(
         seeds = [seed + start + i for i in range(len(batch))]
         images = generate(captions, seeds)
         _check_images(images, len(batch), "the keyframe model")
-        for caption, image, s in zip(captions, images, seeds, strict=True):
-            verdict = judge(image, caption)
+        for (caption, scene), image, s in zip(batch, images, seeds, strict=True):
+            verdict = judge(image, describe_still(scene))
             for attribute in ATTRIBUTES[:2]:
                 right[attribute] += getattr(verdict, attribute)
                 total[attribute] += 1
@@ -130,6 +142,7 @@ def eval_keyframe(
                 examples.append(
                     {
                         "caption": caption,
+                        "scene": still_caption(scene),
                         "seed": s,
                         "failed": list(verdict.failures),
                         "seen": _seen_caption(verdict),
@@ -505,6 +518,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     key.add_argument("--n-double", type=int, default=100, metavar="N", help="two-object prompts")
     key.add_argument("--seed", type=int, default=0, help="prompt set and sampling seed")
     key.add_argument(
+        "--phrasing",
+        choices=PHRASINGS,
+        default="canonical",
+        help="prompt wording: the caption grammar (canonical), or the same scenes in phrasings "
+        "training uses (train) or never uses (heldout); see docs/phrasings.md",
+    )
+    key.add_argument(
         "--steps",
         type=_int_list,
         default=None,
@@ -630,7 +650,7 @@ def _run_keyframe(args: argparse.Namespace) -> dict:
     if args.n_single + args.n_double == 0:
         raise UserError("--n-single and --n-double are both 0: nothing to evaluate")
     device = "cpu" if args.model in BUILTIN_KEYFRAME else resolve_device(args.device)
-    prompts = keyframe_prompts(args.n_single, args.n_double, args.seed)
+    prompts = keyframe_prompts(args.n_single, args.n_double, args.seed, args.phrasing)
     steps_list, samplers = args.steps or (None,), args.sampler or (None,)
     if len(steps_list) * len(samplers) > 1:
         return _sweep_keyframe(args, prompts, device, steps_list, samplers)
@@ -640,14 +660,17 @@ def _run_keyframe(args: argparse.Namespace) -> dict:
         args.model, steps_list[0], args.size, device, samplers[0], place=args.place
     )
     result = eval_keyframe(generate, prompts, args.batch_size, args.seed, progress=True)
-    print(f"keyframe eval of {args.model}: {result['prompts']} prompts, seed {args.seed}")
+    print(
+        f"keyframe eval of {args.model}: {result['prompts']} prompts ({args.phrasing} "
+        f"phrasings), seed {args.seed}"
+    )
     for name in ("single", "double"):
         group = result[name]
         print(f"  fully correct, {name:6s} {_fmt(group['correct'], '7.1%')}  ({group['prompts']})")
     print(f"  fully correct, all    {result['correct']:7.1%}")
     for attribute, value in result["accuracy"].items():
         print(f"  {attribute:20s} {_fmt(value, '7.1%')}")
-    settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "size")}
+    settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "size", "phrasing")}
     settings.update(steps=steps_list[0], sampler=samplers[0], place=args.place)
     return {"eval": "keyframe", "model": args.model, "settings": settings, **result}
 
@@ -690,7 +713,7 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
                 f"  {row['seconds_per_image']:.3f} s/image",
                 flush=True,
             )
-    settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "size")}
+    settings = {k: getattr(args, k) for k in ("n_single", "n_double", "seed", "size", "phrasing")}
     return {"eval": "keyframe-sweep", "model": args.model, "settings": settings, "sweep": rows}
 
 

@@ -85,10 +85,28 @@ def export(
         module, out, fp16=fp16, overwrite=overwrite, shared_autoencoder=share_autoencoder,
         int8=int8,
     )  # fmt: skip
+    if stage == "keyframe":
+        _export_vocabulary(checkpoint, written, overwrite)
     prior = getattr(module, "motion_prior", None)
     if prior is not None:  # an exported interpolator keeps its motion prior
         prior.save_pretrained(Path(written) / "motion", fp16=fp16, overwrite=overwrite)
     return written
+
+
+def _export_vocabulary(checkpoint: str | Path, out: Path, overwrite: bool) -> None:
+    """The words the model trained on (keyframe.vocabulary) next to its weights; its subjects are
+    the ones it recorded and any shapes-world shape nouns among its words."""
+    from keyframe.pretrained import resolve_model
+    from keyframe.vocabulary import Vocabulary, load_vocabulary, save_vocabulary
+    from pipeline.phrasings import SUBJECTS
+
+    vocabulary = load_vocabulary(resolve_model(checkpoint))
+    if vocabulary is None:
+        print(f"note: {checkpoint} records no vocabulary; prompts to {out} will not be checked")
+        return
+    subjects = (vocabulary.subjects or frozenset()) | (vocabulary.words & SUBJECTS)
+    vocabulary = Vocabulary(vocabulary.words, subjects or None)
+    save_vocabulary(out, vocabulary, "captions trained on", overwrite=overwrite)
 
 
 def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrite: bool) -> Path:

@@ -2,8 +2,13 @@
 
 Writes FILE.png (FILE_0.png, FILE_1.png, ... with --num N) and next to each image a JSON sidecar
 (FILE.png.json) with all it takes to draw it again: prompt, negative prompt, its own seed (image i
-uses seed + i), steps, guidance, sampler, size, the model and the SHA-256 of its weights, the
-command, and versions.
+uses seed + i), steps, guidance, sampler, size, the model and the SHA-256 of its weights (for a
+diffusers folder, a fingerprint of its configs), the vocabulary check, the command, and versions.
+
+The prompt is checked against the words the model was trained on (keyframe.vocabulary): unknown
+words get one line, a prompt naming no subject the model knows is an error unless --force.
+`--model diffusers:PATH` draws with a local diffusers text-to-image folder instead
+(keyframe.diffusers_model).
 """
 
 from __future__ import annotations
@@ -13,7 +18,11 @@ import hashlib
 import secrets
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from keyframe.errors import UserError
 from pipeline.devices import resolve_device
@@ -28,9 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="FILE.png", help="output image")
     parser.add_argument(
         "--model",
+        "--keyframe-model",
+        dest="model",
         default=DEFAULT_MODEL,
         metavar="PATH_OR_NAME",
-        help=f"model folder, training .ckpt, or shipped model name (default: {DEFAULT_MODEL})",
+        help=f"model folder, training .ckpt, shipped model name (default: {DEFAULT_MODEL}), or "
+        "diffusers:PATH, a local diffusers text-to-image folder (animatic[diffusers] extra)",
     )
     parser.add_argument(
         "--seed", type=int, default=None, metavar="S", help="random seed (default: a new one)"
@@ -60,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing images")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="draw a prompt that names no subject the model was trained on (else an error)",
+    )
 
 
 def output_paths(out: Path, num: int) -> list[Path]:
@@ -106,70 +123,136 @@ def _weights_file(model_path: Path) -> Path:
     return model_path / WEIGHTS_NAME if model_path.is_dir() else model_path
 
 
+@dataclass
+class Backend:
+    """A loaded keyframe model for this command: its record, its resolved settings, and
+    draw(count, seed, callback) -> uint8 (count, h, w, 3) for the prompt (image i: seed + i)."""
+
+    model: dict
+    settings: dict
+    draw: Callable[[int, int, Callable[[], None]], np.ndarray]
+
+
+def _shapes_backend(args: argparse.Namespace, model_path: Path) -> Backend:
+    """A trained model (shipped name, folder or .ckpt) with its sampling defaults."""
+    from keyframe.pretrained import from_pretrained
+    from pipeline import io
+
+    module = from_pretrained(model_path, device=resolve_device(args.device))
+    hp = module.hparams
+    size = hp.image_size if args.size is None else args.size
+    module.latent_size(size)  # a bad size fails here, before the progress bar
+    settings = {
+        "steps": hp.sample_steps if args.steps is None else args.steps,
+        "guidance": hp.sample_guidance if args.guidance is None else args.guidance,
+        "sampler": hp.sample_sampler if args.sampler is None else args.sampler,
+        "place": bool(hp.sample_place) if args.place is None else args.place,
+        "size": [size, size],
+    }
+
+    def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:
+        images = module.sample(
+            [args.prompt] * count, negative_prompts=args.negative, steps=settings["steps"],
+            guidance=settings["guidance"], sampler=settings["sampler"], seed=seed, size=size,
+            callback=lambda info: callback(), place=settings["place"],
+        )  # fmt: skip
+        return np.stack([io.to_uint8_rgb(image.numpy()) for image in images])
+
+    model = {"name": args.model, "path": str(model_path.resolve())}
+    model["sha256"] = _sha256(_weights_file(model_path))
+    return Backend(model, settings, draw)
+
+
+def _diffusers_backend(args: argparse.Namespace) -> Backend:
+    """A local diffusers text-to-image folder (keyframe.diffusers_model)."""
+    from keyframe import diffusers_model as dm
+
+    if args.place:
+        raise UserError("--place: the shapes models' plug-in; a diffusers model has no layout")
+    model = dm.load_diffusers(args.model, resolve_device(args.device))
+    steps, guidance = model.defaults()
+    size = model.native_size if args.size is None else args.size
+    dm.check_size(model, size, size)
+    settings = {
+        "steps": steps if args.steps is None else args.steps,
+        "guidance": guidance if args.guidance is None else args.guidance,
+        "sampler": args.sampler,  # None: the folder's own scheduler
+        "place": False,
+        "size": [size, size],
+    }
+
+    def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:
+        return dm.sample_diffusers(
+            model, [args.prompt] * count, [args.negative] * count,
+            list(range(seed, seed + count)), settings["steps"], settings["guidance"],
+            (size, size), sampler=args.sampler, callback=callback,
+        )  # fmt: skip
+
+    return Backend(dm.describe(model), settings, draw)
+
+
+def check_vocabulary(args: argparse.Namespace, model_path: Path | None) -> tuple[dict, list[str]]:
+    """Check the prompt (and negative prompt) against the model's vocabulary: a UserError for a
+    prompt naming no subject the model knows, unless --force. Returns the check's sidecar record
+    and the lines to print once the model has loaded (a note when it records no vocabulary, the
+    unknown words)."""
+    from keyframe.vocabulary import check_prompt, describe, load_vocabulary
+
+    vocabulary = None if model_path is None else load_vocabulary(model_path)
+    if vocabulary is None:
+        note = f"note: model {args.model} records no vocabulary; the prompt is not checked"
+        return check_prompt(None, args.prompt).record(), [note]
+    check = check_prompt(vocabulary, args.prompt)
+    words = describe(check, vocabulary, args.model)
+    if check.no_subject and not args.force:
+        raise UserError(f"prompt {args.prompt!r}: {words}; --force draws it anyway")
+    lines = []
+    if check.flagged:
+        forced = " (--force)" if check.no_subject else ""
+        lines.append(f"warning: prompt {args.prompt!r}: {words}; drawn anyway{forced}")
+    unknown = vocabulary.unknown(args.negative)
+    if unknown:
+        lines.append(f"warning: negative prompt: unknown words: {', '.join(unknown)}")
+    return check.record(), lines
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from keyframe.pretrained import from_pretrained, resolve_model
+    from keyframe import diffusers_model
+    from keyframe.pretrained import resolve_model
     from pipeline import io
 
     _check_args(args)
     paths = output_paths(Path(args.out), args.num)
     for path in paths:
         io.check_writable(path, args.overwrite)
-    model_path = resolve_model(args.model)
-    module = from_pretrained(model_path, device=resolve_device(args.device))
-    hp = module.hparams
-    steps = hp.sample_steps if args.steps is None else args.steps
-    guidance = hp.sample_guidance if args.guidance is None else args.guidance
-    sampler = hp.sample_sampler if args.sampler is None else args.sampler
-    place = bool(hp.sample_place) if args.place is None else args.place
-    size = hp.image_size if args.size is None else args.size
-    module.latent_size(size)  # a bad size fails here, before the progress bar
+    if diffusers_model.is_diffusers(args.model):
+        diffusers_model.diffusers_folder(args.model)
+        vocabulary, lines = check_vocabulary(args, None)
+        backend = _diffusers_backend(args)
+    else:
+        model_path = resolve_model(args.model)
+        vocabulary, lines = check_vocabulary(args, model_path)
+        backend = _shapes_backend(args, model_path)
+    for line in lines:
+        print(line, file=sys.stderr)
     seed = secrets.randbelow(2**31) if args.seed is None else args.seed
-    model = {
-        "name": args.model,
-        "path": str(model_path.resolve()),
-        "sha256": _sha256(_weights_file(model_path)),
-    }
-
+    steps = backend.settings["steps"]
     with tqdm(total=steps * args.num, desc="keyframe", unit="step", file=sys.stderr) as bar:
         for start in range(0, args.num, BATCH):
             count = min(BATCH, args.num - start)
-            images = module.sample(
-                [args.prompt] * count,
-                negative_prompts=args.negative,
-                steps=steps,
-                guidance=guidance,
-                sampler=sampler,
-                seed=seed + start,
-                size=size,
-                callback=lambda info, n=count: bar.update(n),
-                place=place,
-            )
+            images = backend.draw(count, seed + start, lambda n=count: bar.update(n))
             for offset, image in enumerate(images):
                 index = start + offset
-                path = paths[index]
-                io.write_png(path, io.to_uint8_rgb(image.numpy()), overwrite=args.overwrite)
-                settings = {
-                    "prompt": args.prompt,
-                    "negative_prompt": args.negative,
-                    "seed": seed + index,
-                    "steps": steps,
-                    "guidance": guidance,
-                    "sampler": sampler,
-                    "place": place,
-                    "size": [size, size],
-                }
-                io.write_sidecar(
-                    path,
-                    {
-                        "kind": "keyframe",
-                        **settings,
-                        "model": model,
-                        "command": _command(path, args.model, settings),
-                    },
-                )
-                tqdm.write(str(path), file=sys.stdout)
+                io.write_png(paths[index], image, overwrite=args.overwrite)
+                settings = {"prompt": args.prompt, "negative_prompt": args.negative,
+                            "seed": seed + index, **backend.settings}  # fmt: skip
+                record = {"kind": "keyframe", **settings, "model": backend.model,
+                          "vocabulary": vocabulary,
+                          "command": _command(paths[index], args.model, settings)}  # fmt: skip
+                io.write_sidecar(paths[index], record)
+                tqdm.write(str(paths[index]), file=sys.stdout)
     print(f"seed {seed}" + (f" (images use {seed}..{seed + args.num - 1})" if args.num > 1 else ""))
     return 0
 
@@ -180,7 +263,9 @@ def _command(path: Path, model: str, settings: dict) -> str:
     if settings["negative_prompt"]:
         argv += ["--negative", settings["negative_prompt"]]
     for key in ("seed", "steps", "guidance", "sampler"):
-        argv += [f"--{key}", str(settings[key])]
-    argv.append("--place" if settings["place"] else "--no-place")
+        if settings[key] is not None:
+            argv += [f"--{key}", str(settings[key])]
+    if not model.startswith("diffusers:"):
+        argv.append("--place" if settings["place"] else "--no-place")
     argv += ["--size", str(settings["size"][0])]
     return shlex.join(argv)

@@ -419,6 +419,7 @@ def render(
     context: int = DEFAULT_CONTEXT,
     device: str | None = None,
     verbose: bool = True,
+    force: bool = False,
 ) -> RenderResult:
     """Render a shot list (YAML path or ShotList) or a storyboard folder to ``out``.
 
@@ -459,7 +460,7 @@ def render(
         else:
             board_dir = Path(storyboard_dir) if storyboard_dir is not None else parts / "storyboard"
             board = storyboard(shots, board_dir, keyframe_model=keyframe_model, device=device,
-                               verbose=verbose)  # fmt: skip
+                               verbose=verbose, force=force)  # fmt: skip
         board_s = time.perf_counter() - started
         manifest = board.manifest
         plan = plan_from_manifest(manifest)
@@ -500,6 +501,9 @@ def render(
         "height": manifest["height"],
         "loop": manifest["loop"],
         "models": {"keyframe": manifest["models"]["keyframe"], "tween": tween_name},
+        "keyframe_models": {
+            str(p["number"]): p["model"] for p in manifest["panels"] if p["source"] == "prompt"
+        },
         "context_frames": context,
         "key_frames": list(plan.keys),
         "panels": manifest["panels"],
@@ -607,6 +611,7 @@ def run(args: argparse.Namespace) -> int:
         context=args.context,
         device=args.device,
         verbose=not args.quiet,
+        force=args.force,
     )
     if not args.quiet:
         fps = result.record["fps"]

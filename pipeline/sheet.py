@@ -25,6 +25,7 @@ MIN_PANEL = 192  # small panels are enlarged (nearest neighbour) to at least thi
 MARGIN = 8
 TEXT_PX = 13
 INK = (20, 20, 20)
+FLAG = (220, 30, 30)  # the frame around a flagged panel (e.g. a prompt outside the model's words)
 PDF_DPI = 150
 PDF_PAGE = (1754, 1240)  # A4 landscape at 150 dpi
 PDF_GRID = (3, 2)  # columns, rows of panels per page
@@ -139,12 +140,16 @@ def _line_height(font) -> int:
 
 
 def contact_sheet(
-    images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 4
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    columns: int = 4,
+    flagged: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """Panels in a grid with wrapped captions under each -> ``uint8 (h, w, 3)`` RGB.
 
     Panels share one cell size (the largest panel); panels smaller than MIN_PANEL are enlarged
-    by a whole factor with nearest neighbour, so pixels stay crisp and text readable.
+    by a whole factor with nearest neighbour, so pixels stay crisp and text readable. Panels
+    marked in `flagged` get a red frame (their caption says why).
     """
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
@@ -170,7 +175,11 @@ def contact_sheet(
         left = MARGIN + (index % columns) * (cell_w + MARGIN)
         panel = Image.fromarray(np.ascontiguousarray(image[..., :3]), "RGB")
         panel = panel.resize((panel.width * factor, panel.height * factor), Image.NEAREST)
-        sheet.paste(panel, (left + (cell_w - panel.width) // 2, top + (cell_h - panel.height) // 2))
+        x, y = left + (cell_w - panel.width) // 2, top + (cell_h - panel.height) // 2
+        sheet.paste(panel, (x, y))
+        if flagged is not None and flagged[index]:
+            box = [x - 3, y - 3, x + panel.width + 2, y + panel.height + 2]
+            draw.rectangle(box, outline=FLAG, width=3)
         for n, line in enumerate(lines):
             draw.text((left, top + cell_h + 2 + n * line_h), line, fill=INK, font=font)
     return np.asarray(sheet)

@@ -14,8 +14,8 @@ Format (every key but ``panels`` is optional; defaults shown)::
     negative: ""                # default negative prompt
     duration: 2s                # default panel duration
     models:
-      keyframe: shapes          # shipped model name or a path (relative to this file)
-      interpolate: shapes
+      keyframe: shapes          # shipped model name or a path (relative to this file), or
+      interpolate: shapes       # diffusers:PATH (a local diffusers text-to-image folder)
     panels:
       - prompt: a large red circle at the top left on a navy background
         duration: 2s            # "2s" / "1.5s" = seconds; 48 or "48f" = frames
@@ -26,6 +26,8 @@ Format (every key but ``panels`` is optional; defaults shown)::
         negative: blurry        # overrides the default negative prompt
         seed: 7                 # steps and guidance may be overridden per panel too
         transition: cut
+      - prompt: a red apple on a wooden table
+        models: {keyframe: diffusers:models/sd15}   # this panel's own keyframe model
 
 Timing: panel ``i``'s key frame is the sum of the durations before it, and its duration runs
 to the next panel's key (the last panel's runs to the end of the film), so the film is the sum
@@ -36,7 +38,9 @@ hold comes motion: ``tween`` generates in-betweens towards the next key; ``cut``
 this key alone (the animatic preview holds it) and cuts hard to the next panel. The last panel
 of a film that does not loop ends with a cut to the end. A panel needs a ``prompt``, an
 ``image``, or both (the prompt then guides the tween). ``image`` paths are relative to the shot
-list. Unknown keys are errors, and every error names the line, the panel and the field.
+list. A panel's ``models: {keyframe: ...}`` draws that panel with its own keyframe model (the
+storyboard records which model drew each panel). Unknown keys are errors, and every error names
+the line, the panel and the field.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ TOP_KEYS = (
     "models",
 )
 MODEL_KEYS = ("keyframe", "interpolate")
+DIFFUSERS = "diffusers:"  # prefix of a local diffusers folder (keyframe.diffusers_model)
 PANEL_KEYS = (
     "prompt",
     "negative",
@@ -93,7 +98,9 @@ PANEL_KEYS = (
     "duration",
     "hold",
     "transition",
+    "models",
 )
+PANEL_MODEL_KEYS = ("keyframe",)  # a panel may draw with its own keyframe model
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ class Panel:
     transition: str  # "tween" or "cut"
     line: int = 0  # line of the panel in the shot list
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    keyframe_model: str | None = None  # the panel's own models.keyframe (None: the shot list's)
 
 
 @dataclass(frozen=True)
@@ -386,9 +394,14 @@ class _Parser:
         name = self.text(node, f"models: {key}")
         if name is None:
             raise self.error(node, f"models: {key}", "expected a model name or path, got nothing")
-        candidate = self.base_dir / Path(name).expanduser()
-        has_slash = "/" in name or "\\" in name
-        return str(candidate.resolve()) if has_slash and candidate.exists() else name
+        prefix = DIFFUSERS if name.startswith(DIFFUSERS) else ""
+        path = name[len(prefix) :]
+        candidate = self.base_dir / Path(path).expanduser()
+        has_slash = "/" in path or "\\" in path
+        if prefix and not path:
+            raise self.error(node, f"models: {key}", "expected diffusers:PATH to a model folder")
+        local = (has_slash or prefix) and candidate.exists()  # diffusers: is always a path
+        return prefix + str(candidate.resolve()) if local else name
 
     def read_panel(
         self, node: Node, index: int, fps: float, defaults: dict, ends_film: bool
@@ -406,6 +419,10 @@ class _Parser:
         )
         transition = transition or ("cut" if ends_film else "tween")
         hold = self.frames(items["hold"], "hold", fps, allow_zero=True) if "hold" in items else 0
+        model = None
+        if "models" in items:
+            own = self.mapping(items["models"], "models", PANEL_MODEL_KEYS)
+            model = self.model(own["keyframe"], "keyframe") if "keyframe" in own else None
         if hold > duration:
             given = items["hold"].value
             message = f"{given!r} ({hold} frames) is longer than the duration ({duration} frames)"
@@ -430,6 +447,7 @@ class _Parser:
             transition=transition,
             line=node.start_mark.line + 1,
             lines={key: value.start_mark.line + 1 for key, value in items.items()},
+            keyframe_model=model,
         )
 
     def transition(self, node: Node, ends_film: bool) -> str:

@@ -44,7 +44,14 @@ from pipeline import io, locks, safety
 from pipeline.devices import resolve_device
 from pipeline.editorial import STORYBOARD_OTIO, write_storyboard_otio
 from pipeline.sheet import contact_sheet, write_pdf
-from pipeline.shotlist import MAX_SEED, Panel, ShotList, load_shotlist, panel_error
+from pipeline.shotlist import (
+    DIFFUSERS,
+    MAX_SEED,
+    Panel,
+    ShotList,
+    load_shotlist,
+    panel_error,
+)
 from pipeline.timeline import FramePlan, make_plan
 
 # prompts, negative prompts, seeds (one per image), steps, guidance -> uint8 (n, h, w, 3).
@@ -122,10 +129,11 @@ def oracle_keyframes(width: int, height: int) -> KeyframeFn:
 
 
 def model_name(name: str) -> str:
-    """A model's id in hashes: an existing path made absolute (however it was written), or the
-    name as given."""
-    path = Path(name).expanduser()
-    return str(path.resolve()) if name not in (ORACLE,) and path.exists() else name
+    """A model's id in hashes: an existing path made absolute (however it was written; after
+    ``diffusers:`` too), or the name as given."""
+    prefix = DIFFUSERS if name.startswith(DIFFUSERS) else ""
+    path = Path(name[len(prefix) :]).expanduser()
+    return prefix + str(path.resolve()) if name not in (ORACLE,) and path.exists() else name
 
 
 def pretrained_keyframes(name: str, width: int, height: int, device: str | None = None):
@@ -172,6 +180,28 @@ def pretrained_keyframes(name: str, width: int, height: int, device: str | None 
     return draw
 
 
+def diffusers_keyframes(name: str, width: int, height: int, device: str | None = None):
+    """A local diffusers text-to-image folder (``diffusers:PATH``) as a KeyframeFn; films smaller
+    than the model's own size are drawn at its size and scaled down (with a note)."""
+    from keyframe import diffusers_model as dm
+
+    model = dm.load_diffusers(name, resolve_device(device))
+    size = dm.draw_size(model, width, height)
+    if size != (width, height):
+        print(f"note: {name} draws at {size[0]}x{size[1]} (its size); panels are scaled to "
+              f"{width}x{height}", file=sys.stderr)  # fmt: skip
+
+    def draw(prompts, negatives, seeds, steps, guidance, anchors=None, noise_share=0.0):
+        return dm.sample_diffusers(
+            model, prompts, negatives, seeds, steps, guidance, size, anchors=anchors,
+            noise_share=noise_share,
+        )  # fmt: skip
+
+    draw.model_id = model_name(name)
+    draw.supports_anchors = model.unet is not None
+    return draw
+
+
 def _consecutive_runs(seeds: Sequence[int]) -> list[tuple[int, int]]:
     """Index ranges [start, stop) over which the seeds go up by one."""
     runs, start = [], 0
@@ -185,10 +215,61 @@ def _consecutive_runs(seeds: Sequence[int]) -> list[tuple[int, int]]:
 def load_keyframe_model(
     name: str, width: int, height: int, device: str | None = None
 ) -> KeyframeFn:
-    """A KeyframeFn by name: ``oracle`` (shapes-world renderer) or a trained model name/path."""
+    """A KeyframeFn by name: ``oracle`` (shapes-world renderer), ``diffusers:PATH`` or a trained
+    model name/path."""
     if name == ORACLE:
         return oracle_keyframes(width, height)
+    if name.startswith(DIFFUSERS):
+        return diffusers_keyframes(name, width, height, device)
     return pretrained_keyframes(name, width, height, device)
+
+
+def model_vocabulary(name: str):
+    """The words a named model was trained on (keyframe.vocabulary), read without loading it;
+    None for the oracle (its own check), diffusers folders and models that record none."""
+    from keyframe.pretrained import resolve_model
+    from keyframe.vocabulary import load_vocabulary
+
+    if name == ORACLE or name.startswith(DIFFUSERS):
+        return None
+    try:
+        return load_vocabulary(resolve_model(name))
+    except UserError as err:
+        raise UserError(f"keyframe {err}; for a preview use --keyframe-model oracle") from None
+
+
+class PanelModels:
+    """Each panel's keyframe model (``keyframe_model`` for every panel if given, else the panel's
+    own ``models.keyframe``, else the shot list's), loaded once when first needed."""
+
+    def __init__(self, shots: ShotList, override, width: int, height: int, device=None):
+        self.fn = None if override is None or isinstance(override, str) else override
+        default = override if isinstance(override, str) else shots.keyframe_model
+        self.default = model_id(self.fn) if self.fn is not None else model_name(default)
+        self.override = override is not None
+        self.size, self.device = (width, height), device
+        self.loaded: dict[str, KeyframeFn] = {}
+        self.vocabularies: dict[str, object] = {}
+        self.noted: set[str] = set()  # models already said to record no vocabulary
+
+    def name(self, panel: Panel) -> str:
+        if self.override or panel.keyframe_model is None:
+            return self.default
+        return model_name(panel.keyframe_model)
+
+    def drawer(self, name: str) -> KeyframeFn:
+        if self.fn is not None:
+            return self.fn
+        if name not in self.loaded:
+            self.loaded[name] = load_keyframe_model(name, *self.size, self.device)
+        return self.loaded[name]
+
+    def vocabulary(self, name: str):
+        if self.fn is not None:
+            return getattr(self.fn, "vocabulary", None)
+        if name not in self.vocabularies:
+            self.vocabularies[name] = model_vocabulary(name)
+        return self.vocabularies[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +408,24 @@ def _caption(record: dict, fps: float) -> str:
         head += f", seed {record['seed']}"
     if record.get("locked"):
         head += ", locked"
-    return f"{head}\n{record.get('prompt') or ''}"
+    return f"{head}\n{record.get('prompt') or ''}{_flag_text(record)}"
+
+
+def flagged(record: dict) -> bool:
+    """Whether a panel's prompt was flagged by its model's vocabulary check."""
+    flags = record.get("vocabulary") or {}
+    return bool(flags.get("unknown") or flags.get("no_subject"))
+
+
+def _flag_text(record: dict) -> str:
+    """The contact sheet's line for a flagged panel ("" for others)."""
+    if not flagged(record):
+        return ""
+    flags = record["vocabulary"]
+    parts = ["no subject the model knows"] if flags.get("no_subject") else []
+    if flags.get("unknown"):
+        parts.append(f"unknown words: {', '.join(flags['unknown'])}")
+    return "\nFLAGGED: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +518,7 @@ def storyboard(
     verbose: bool = True,
     consistency: bool | None = None,
     noise_share: float | None = None,
+    force: bool = False,
 ) -> Storyboard:
     """Draw one keyframe per panel of a shot list into folder ``out``; see the module docstring.
 
@@ -428,7 +527,10 @@ def storyboard(
     given, for a single panel). ``lock``/``unlock``: numbers or ``"all"``. ``overwrite`` allows a
     folder that is not a storyboard yet to be written into. ``consistency`` conditions each
     shot's panels on its first prompt panel, starting from ``noise_share`` (0-1) of its noise;
-    None for either takes the shot list's ``consistency:`` / ``noise_share:``.
+    None for either takes the shot list's ``consistency:`` / ``noise_share:``. A panel's model
+    may be its own (``models: {keyframe: ...}``) unless ``keyframe_model`` is given. Prompts are
+    checked against their model's vocabulary: unknown words are flagged (manifest, sheet, a
+    line); a prompt naming no subject the model knows is an error unless ``force``.
     """
     if not isinstance(shots, ShotList):
         shots = load_shotlist(shots)
@@ -459,18 +561,7 @@ def storyboard(
         raise UserError("--noise-share needs --consistency")
 
     width, height = shots.width, shots.height
-    if keyframe_model is None:
-        keyframe_model = shots.keyframe_model
-    if isinstance(keyframe_model, str):
-        model = model_name(keyframe_model)
-    else:
-        model = model_id(keyframe_model)
-    loaded: list[KeyframeFn] = [] if isinstance(keyframe_model, str) else [keyframe_model]
-
-    def drawer() -> KeyframeFn:
-        if not loaded:
-            loaded.append(load_keyframe_model(keyframe_model, width, height, device))
-        return loaded[0]
+    models = PanelModels(shots, keyframe_model, width, height, device)
 
     old_records = {}
     if old is not None:
@@ -514,7 +605,7 @@ def storyboard(
         if n not in edited and (folder / r["file"]).is_file()
     }
     stale = []
-    shot_anchor: dict[int, int] = {}  # shot -> index of its anchor panel (with consistency)
+    shot_anchor: dict[tuple, int] = {}  # (shot, model) -> index of its anchor (consistency)
     anchor_of: dict[int, int] = {}  # index -> index of its anchor, for the other prompt panels
     for index, panel in enumerate(shots.panels):
         number = panel.number
@@ -532,9 +623,10 @@ def storyboard(
             "key_frame": int(key_frames[index]),
             "locked": number in locked,
         }
+        model = models.name(panel)
         current = _current_params(panel, record, number in reroll, seed, model, width, height)
         if consistency and panel.image is None:
-            anchor = shot_anchor.setdefault(shots_of[index], index)
+            anchor = shot_anchor.setdefault((shots_of[index], model), index)
             if anchor != index and records[anchor]["source"] == "prompt":
                 anchor_of[index] = anchor
                 current["anchor"] = _anchor_params(records[anchor], noise_share)
@@ -565,6 +657,8 @@ def storyboard(
             "input_hash": digest,
             "file_sha256": record.get("file_sha256") if have_file else None,
         }
+        if new["source"] == "prompt":
+            new["vocabulary"] = _vocabulary_check(models, new, verbose)
         up_to_date = have_file and record.get("input_hash") == digest and number not in edited
         if number in reroll or not up_to_date:
             if digest in by_hash and number not in reroll:
@@ -585,13 +679,7 @@ def storyboard(
             raise UserError(f"{path} exists and is not part of this storyboard; pass --overwrite")
 
     prompt_todo = [i for i in todo if records[i]["source"] == "prompt"]
-    if prompt_todo:
-        check = getattr(drawer(), "check_prompt", None)
-        for i in prompt_todo if check is not None else ():
-            try:
-                check(records[i]["prompt"])
-            except UserError as err:
-                raise panel_error(shots, shots.panels[i], "prompt", str(err)) from None
+    _check_prompts(shots, records, prompt_todo, models, force, verbose)
 
     folder.mkdir(parents=True, exist_ok=True)
     done: list[int] = []
@@ -602,10 +690,14 @@ def storyboard(
     def finished(index: int) -> None:
         """Note a finished panel in the manifest at once, so even `kill -9` keeps it."""
         done.append(index)
-        _write_manifest(folder, _progress(shots, model, records, old_records, pending, done))
+        _write_manifest(
+            folder, _progress(shots, models.default, records, old_records, pending, done)
+        )
 
     if pending:  # before any panel: a killed run leaves a manifest a rerun can resume from
-        _write_manifest(folder, _progress(shots, model, records, old_records, pending, done))
+        _write_manifest(
+            folder, _progress(shots, models.default, records, old_records, pending, done)
+        )
     try:
         for index, source in renames.items():
             os.replace(source, folder / records[index]["file"])
@@ -625,16 +717,19 @@ def storyboard(
         for index in prompt_todo:
             record = records[index]
             anchor = anchor_of.get(index, index if index in anchors_drawn else None)
-            groups.setdefault((record["steps"], record["guidance"], anchor), []).append(index)
-        if anchors_drawn and not getattr(drawer(), "supports_anchors", False):
-            raise UserError(f"keyframe model {model}: cannot keep panels consistent")
+            key = (record["model"], record["steps"], record["guidance"], anchor)
+            groups.setdefault(key, []).append(index)
+        for model, *_, anchor in groups:
+            if anchor is not None and not getattr(models.drawer(model), "supports_anchors", False):
+                raise UserError(f"keyframe model {model}: cannot keep panels consistent")
         quiet = None if verbose else True
         with tqdm(total=len(prompt_todo), desc="storyboard", unit="panel", disable=quiet) as bar:
-            for (steps, guidance, anchor), indices in groups.items():
+            for (model, steps, guidance, anchor), indices in groups.items():
                 for batch, anchors in _batches(indices, anchor, batch_size):
                     drawn = _draw(
-                        drawer(), [records[i] for i in batch], steps, guidance, anchors, noise_share
-                    )
+                        models.drawer(model), [records[i] for i in batch], steps, guidance,
+                        anchors, noise_share,
+                    )  # fmt: skip
                     fresh = [i for i in batch if i in indices and i not in done]
                     for index, image in zip(batch, drawn, strict=True):
                         if index not in fresh:
@@ -644,7 +739,7 @@ def storyboard(
                         finished(index)
                     bar.update(len(fresh))
     finally:
-        manifest = _progress(shots, model, records, old_records, pending, done)
+        manifest = _progress(shots, models.default, records, old_records, pending, done)
         records = manifest["panels"]
         if done or _core(manifest) != _core(old):
             _write_manifest(folder, manifest)
@@ -657,7 +752,9 @@ def storyboard(
         captions = [_caption(record, shots.fps) for record in records]
         columns = min(4, max(1, math.ceil(math.sqrt(len(records)))))
         panels = [images[i] for i in range(count)]
-        io.write_png(derived[0], contact_sheet(panels, captions, columns), overwrite=True)
+        marks = [flagged(record) for record in records]
+        sheet = contact_sheet(panels, captions, columns, flagged=marks)
+        io.write_png(derived[0], sheet, overwrite=True)
         write_pdf(derived[1], panels, captions, shots.title)
         write_storyboard_otio(folder, manifest)
 
@@ -716,6 +813,46 @@ def _anchor_params(record: dict, noise_share: float) -> dict:
         "seed": record["seed"],
         "noise_share": float(noise_share),
     }
+
+
+def _vocabulary_check(models: PanelModels, record: dict, verbose: bool) -> dict:
+    """The panel prompt's check against its model's vocabulary, as its manifest entry."""
+    from keyframe.vocabulary import check_prompt
+
+    model = record["model"]
+    vocabulary = models.vocabulary(model)
+    if vocabulary is None and model != ORACLE and model not in models.noted:
+        models.noted.add(model)
+        _say(verbose, f"note: keyframe model {model} records no vocabulary; prompts unchecked")
+    return check_prompt(vocabulary, record["prompt"] or "").record()
+
+
+def _check_prompts(
+    shots: ShotList, records: list[dict], todo: list[int], models: PanelModels, force: bool,
+    verbose: bool,
+) -> None:  # fmt: skip
+    """Before drawing: a panel whose prompt names no subject its model knows is an error unless
+    `force`; unknown words get a line; a model's own check_prompt (the oracle's) runs."""
+    from keyframe.vocabulary import PromptCheck, describe
+
+    for i in todo:
+        record, panel = records[i], shots.panels[i]
+        flags = record.get("vocabulary") or {}
+        check = PromptCheck(tuple(flags.get("unknown", ())), bool(flags.get("no_subject")), True)
+        words = describe(check, models.vocabulary(record["model"]), record["model"])
+        if check.no_subject and not force:
+            raise panel_error(shots, panel, "prompt", f"{words}; --force draws it anyway")
+        if check.flagged:
+            _say(verbose, f"panel {panel.number}: {words} (flagged on the contact sheet)")
+    for model in dict.fromkeys(records[i]["model"] for i in todo):
+        check = getattr(models.drawer(model), "check_prompt", None)
+        for i in todo if check is not None else ():
+            if records[i]["model"] != model:
+                continue
+            try:
+                check(records[i]["prompt"])
+            except UserError as err:
+                raise panel_error(shots, shots.panels[i], "prompt", str(err)) from None
 
 
 def _batches(
@@ -837,12 +974,19 @@ def load_storyboard(folder: str | os.PathLike) -> Storyboard:
 
 
 def add_keyframe_model_argument(parser: argparse.ArgumentParser) -> None:
-    """`--keyframe-model`, shared by `storyboard` and `render`."""
+    """`--keyframe-model` and `--force`, shared by `storyboard` and `render`."""
     parser.add_argument(
         "--keyframe-model",
         metavar="NAME",
-        help="trained model name or path (default: the shot list's models.keyframe); "
+        help="trained model name or path for every panel (default: each panel's, else the shot "
+        "list's models.keyframe); diffusers:PATH, a local diffusers text-to-image folder; "
         "'oracle' draws shapes-world captions exactly (a preview, no model)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="draw panels whose prompt names no subject their model knows (else an error); "
+        "they are flagged on the contact sheet",
     )
 
 
@@ -899,6 +1043,7 @@ def run(args: argparse.Namespace) -> int:
         verbose=not args.quiet,
         consistency=args.consistency,
         noise_share=args.noise_share,
+        force=args.force,
     )
     if not args.quiet:
         made = ", ".join(map(str, board.generated)) or "none (all up to date)"

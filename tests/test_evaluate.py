@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from keyframe.errors import UserError
 from pipeline import baselines, dataset
 from pipeline.cli import main
 from pipeline.evaluate import (
@@ -415,3 +416,26 @@ def test_eval_autoencoder_scores_identity_as_perfect_and_a_blurring_one_lower(tm
     stills = keyframe_prompts(9, 0, seed=1)
     scores = eval_autoencoder(untrained, stills, tween_clips(1, 32, 4, seed=1), 32)
     assert scores["stills"]["psnr"] < 30 and scores["judged_correct"] < 1.0
+
+
+def test_phrasings_say_the_same_scenes_and_are_judged_against_them():
+    canonical = keyframe_prompts(n_single=18, n_double=9, seed=0)
+    heldout = keyframe_prompts(n_single=18, n_double=9, seed=0, phrasing="heldout")
+    train = keyframe_prompts(n_single=18, n_double=9, seed=0, phrasing="train")
+    assert [s for _, s in heldout] == [s for _, s in canonical] == [s for _, s in train]
+    assert all(parse_caption(p) is None for p, _ in heldout)  # not the caption grammar
+    assert heldout == keyframe_prompts(n_single=18, n_double=9, seed=0, phrasing="heldout")
+    with pytest.raises(UserError, match="phrasing: expected one of canonical, train, heldout"):
+        keyframe_prompts(1, 0, phrasing="other")
+
+    # A model drawing each prompt's scene exactly scores 100% on any phrasing.
+    scenes = dict(heldout)
+
+    def perfect(prompts, seeds):
+        return np.stack([render_still(scenes[p], 64) for p in prompts])
+
+    result = eval_keyframe(perfect, heldout, batch_size=8)
+    assert result["correct"] == 1.0 and result["failed_examples"] == []
+    # The oracle reads only the grammar: it cannot draw held-out phrasings.
+    with pytest.raises(UserError, match="not a shapes-world still caption"):
+        eval_keyframe(baselines.oracle_keyframe(64), heldout[:1])

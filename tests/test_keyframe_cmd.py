@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 
 import numpy as np
 import pytest
@@ -139,3 +140,42 @@ def test_bad_models_and_outputs_are_one_line_errors(model_dir, tmp_path, capsys)
         assert main(["keyframe", "a cat", "--out", str(out), "--model", str(model)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and words in err, err
+
+
+def test_a_prompt_the_shipped_model_was_not_trained_on(tmp_path, capsys):
+    out = tmp_path / "k.png"
+    assert main(["keyframe", "a knight walks into a castle", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown words: knight, walks, into, castle" in err, err
+    assert "no subject model shapes knows (it draws circle, square, triangle)" in err
+    assert "--force" in err and not out.exists()
+
+    argv = ["keyframe", "a knight walks into a castle", "--out", str(out), "--force"]
+    assert main([*argv, "--steps", "2", "--no-place", "--seed", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: prompt 'a knight walks into a castle': no subject" in err
+    assert "drawn anyway (--force)" in err and read_image(out).shape == (64, 64, 3)
+    record = json.loads((tmp_path / "k.png.json").read_text())["vocabulary"]
+    assert record == {"checked": True, "unknown": ["knight", "walks", "into", "castle"],
+                      "no_subject": True}  # fmt: skip
+
+
+def test_unknown_words_beside_a_known_subject_get_one_line(model_dir, tmp_path, capsys):
+    from keyframe.vocabulary import Vocabulary, save_vocabulary
+
+    mine = tmp_path / "mine"
+    shutil.copytree(model_dir, mine)
+    save_vocabulary(mine, Vocabulary(frozenset({"a", "red", "circle"}), frozenset({"circle"})))
+    out = tmp_path / "x.png"
+    argv = ["keyframe", "a red circle near a castle", "--out", str(out), "--model", str(mine)]
+    assert main([*argv, "--negative", "a blur", "--steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: prompt 'a red circle near a castle': unknown words: near, castle" in err
+    assert "warning: negative prompt: unknown words: blur" in err
+    assert json.loads((tmp_path / "x.png.json").read_text())["vocabulary"]["unknown"] == [
+        "near",
+        "castle",
+    ]
+    # A model folder without vocabulary.json is not checked, and says so.
+    assert draw(model_dir, tmp_path / "y.png", "--steps", "1") == 0
+    assert "records no vocabulary; the prompt is not checked" in capsys.readouterr().err

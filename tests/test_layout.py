@@ -11,6 +11,7 @@ import torch
 from keyframe import layout
 from keyframe.errors import UserError
 from keyframe.pixels import from_uint8, to_uint8
+from pipeline.shapes.world import position_word
 from tests.test_keyframe_module import randomised, tiny_module
 
 THIRD = 1 / 6
@@ -43,6 +44,47 @@ def test_prompt_subjects_take_the_colour_word_of_their_own_clause():
     (plain,) = layout.prompt_subjects("a cat at the top on a red background")
     assert plain.colour is None  # the background's colour comes after the place
     assert layout.prompt_subjects("a red circle on a navy background") == []
+
+
+@pytest.mark.parametrize(
+    "prompt, subjects",
+    [
+        ("a big crimson disc in the upper-left corner, dark blue backdrop",
+         [("top left", "crimson")]),
+        ("in the lower right, a tiny lime box against a pink background",
+         [("bottom right", "lime")]),
+        ("dark red background: a golden pyramid in the top middle of the frame",
+         [("top", "golden")]),
+        ("shape: circle, color: violet, size: big, position: centre left, background: gray",
+         [("left", "violet")]),
+        ("at the bottom center, a box, large and green; on the left side, the square, big and "
+         "amber; a sky background", [("bottom", "green"), ("left", "amber")]),
+        ("the backdrop is pink", []),
+    ],
+)  # fmt: skip
+def test_prompt_subjects_read_paraphrases(prompt, subjects):
+    found = layout.prompt_subjects(prompt)
+    want = [(layout.PLACES[place], layout.COLOUR_WORDS[colour]) for place, colour in subjects]
+    assert [(s.place, s.colour) for s in found] == want
+
+
+def test_placement_reads_every_phrasing_of_the_eval():
+    """Placement finds each subject's cell and colour in canonical, training and held-out
+    phrasings of the eval's prompts (the background's colour words left out)."""
+    import math
+
+    from pipeline.evaluate import keyframe_prompts
+    from pipeline.shapes.world import COLOURS
+
+    def nearest(rgb):
+        return min(COLOURS, key=lambda name: math.dist(COLOURS[name], rgb))
+
+    for phrasing in ("canonical", "train", "heldout"):
+        for prompt, scene in keyframe_prompts(90, 45, seed=4, phrasing=phrasing):
+            found = [(s.place, nearest(s.colour)) for s in layout.prompt_subjects(prompt)]
+            cells = [layout.PLACES[position_word(o.x, o.y)] for o in scene.objects]
+            colours = [o.colour for o in scene.objects]
+            assert found == list(zip(cells, colours, strict=True)), prompt
 
 
 def _disc(size: int, x: float, y: float, radius: int, colour=(230, 40, 40), image=None):

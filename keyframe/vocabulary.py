@@ -108,12 +108,9 @@ def load_vocabulary(model_path: str | os.PathLike) -> Vocabulary | None:
             raise UserError(f"{file}: unreadable vocabulary ({err})") from None
         return parse_vocabulary(record, str(file))
     if path.is_file() and path.suffix == ".ckpt":
-        import torch
+        from keyframe.files import load_checkpoint
 
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            return None  # the model loader reports an unreadable checkpoint
+        ckpt = load_checkpoint(path, "KeyframeModule checkpoint")  # one line if refused
         record = ckpt.get("vocabulary") if isinstance(ckpt, dict) else None
         return None if record is None else parse_vocabulary(record, f"{path} (vocabulary)")
     return None

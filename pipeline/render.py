@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -109,6 +110,9 @@ def general_tween(name: str, device: str | None = None) -> TweenFn:
     from interpolate.general.pipeline import GeneralInterpolator
 
     pipe = GeneralInterpolator.from_pretrained(name, device=resolve_device(device))
+    if not pipe.trained:
+        print(f"animatic render: note: {name}: no trained motion network in this model; motion "
+              "is its flow init (DIS flow between the keys)", file=sys.stderr)  # fmt: skip
 
     def run(keys, positions, num_frames, seed) -> np.ndarray:
         floats = [k.astype(np.float32) / 255 for k in keys]

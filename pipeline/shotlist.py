@@ -15,7 +15,9 @@ Format (every key but ``panels`` is optional; defaults shown)::
     duration: 2s                # default panel duration
     models:
       keyframe: shapes          # shipped model name or a path (relative to this file), or
-      interpolate: shapes       # diffusers:PATH (a local diffusers text-to-image folder)
+      interpolate: shapes       # diffusers:PATH (a local diffusers text-to-image folder);
+                                # interpolate defaults to shapes for shapes-world keyframe
+                                # models (shapes, oracle) and to general for any other
     panels:
       - prompt: a large red circle at the top left on a navy background
         duration: 2s            # "2s" / "1.5s" = seconds; 48 or "48f" = frames
@@ -63,6 +65,8 @@ DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0
 DEFAULT_DURATION_S = 2.0
 DEFAULT_MODEL = "shapes"
+DEFAULT_INTERPOLATE = "general"  # in-betweens of keys from any other keyframe model
+SHAPES_WORLD_MODELS = ("shapes", "oracle")  # keyframe models whose keys are the shapes world's
 MAX_SIZE = 4096
 MAX_FPS = 240
 MAX_STEPS = 1000
@@ -345,10 +349,13 @@ class _Parser:
                 raise self.error(node, "noise_share", "needs 'consistency: true'")
         base = {"seed": 0, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE, "negative": ""}
         defaults = self.settings(items, fps, {**base, "duration": round(DEFAULT_DURATION_S * fps)})
-        models = {key: DEFAULT_MODEL for key in MODEL_KEYS}
+        models = {"keyframe": DEFAULT_MODEL}
         if "models" in items:
             for key, node in self.mapping(items["models"], "models", MODEL_KEYS).items():
                 models[key] = self.model(node, key)
+        if "interpolate" not in models:  # a world's keys go to its own interpolator
+            shapes = models["keyframe"] in SHAPES_WORLD_MODELS
+            models["interpolate"] = DEFAULT_MODEL if shapes else DEFAULT_INTERPOLATE
         panel_nodes = self.panel_list(root, items)
         if loop and len(panel_nodes) < 2:
             raise self.error(items["loop"], "loop", "needs at least 2 panels to loop, got 1")

@@ -33,7 +33,7 @@ from pipeline.keys import key_files, read_keys
 from pipeline.sequences import Timing
 from pipeline.tween_output import check_target, conversion_note, output_target, write_output
 
-DEFAULT_MODEL = "shapes"
+DEFAULT_MODEL = "general"  # any keys; "shapes" by name for the 64 px shapes world
 MODEL_FREE = ("flow", "crossfade")  # pipeline.modelfree (imported when used: it needs torch)
 DEFAULT_BETWEEN = sequences.DEFAULT_BETWEEN  # in-betweens per gap without other timing
 FITS = ("letterbox", "crop")
@@ -75,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=DEFAULT_MODEL,
         metavar="PATH_OR_NAME",
-        help="interpolation model: a folder from save_pretrained, a training .ckpt, a shipped "
-        f"model name (default: {DEFAULT_MODEL}), or model-free 'flow' / 'crossfade' (these keep "
-        "alpha and 16-bit/EXR depth)",
+        help=f"interpolation model (default: {DEFAULT_MODEL}, for any keys at their own size, "
+        "depth and alpha): a shipped name ('shapes' for the 64 px shapes world), a folder from "
+        "save_pretrained, a training .ckpt, or model-free 'flow' / 'crossfade'",
     )
     parser.add_argument("--steps", type=int, metavar="S", help="sampling steps (model default)")
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (0)")
@@ -256,14 +256,18 @@ def _general_frames(pixels, depth: str, timing: Timing, options: dict, say):
     slots = np.stack([pixels[k] for k, _ in timing.slots])
     height, width = slots.shape[1:3]
     work = working_shape(height, width, pipe.config)
-    if work != (height, width):
+    if work[0] < height or work[1] < width:  # not when it only rounds the size up
         say(f"motion is made at {work[1]}x{work[0]} (the model's working resolution); frames are "
             f"made at the keys' {width}x{height} from the keys' own pixels")  # fmt: skip
+    if not pipe.trained:
+        say(f"{options['model']}: no trained motion network in this model; motion is its flow "
+            "init (DIS flow between the keys, carried to each in-between's time)")  # fmt: skip
     guides = list(flow_proxies(slots, depth))
     bar = tqdm(total=timing.count, desc="in-betweens", unit="frame", disable=None, file=sys.stderr)
     frames = pipe(list(slots), timing.positions(), timing.length, seed=options["seed"],
                   steps=options["steps"], guides=guides)  # fmt: skip
     steps = pipe.config.steps if options["steps"] is None else options["steps"]
+    steps = steps if pipe.trained else 0
     info = {"size": {"width": width, "height": height}, "model_config": pipe.config.to_dict(),
             "steps": steps, "sampler": "dpmpp_2m",
             "working_size": {"width": work[1], "height": work[0]}}  # fmt: skip

@@ -86,7 +86,8 @@ def test_full_shot_list(tmp_path):
         64,
         True,
     )
-    assert (shots.keyframe_model, shots.interpolate_model) == ("tiny", "shapes")
+    # "tiny" is not a shapes-world keyframe model: its in-betweens default to the general one
+    assert (shots.keyframe_model, shots.interpolate_model) == ("tiny", "general")
     first, second, third = shots.panels
     assert first.prompt == "1984" and second.prompt == "yes"
     assert third.prompt == "a small blue square", "whitespace is folded"

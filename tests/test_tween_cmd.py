@@ -211,7 +211,7 @@ def test_an_unknown_model_name_lists_the_shipped_ones(keys, tmp_path, capsys):
     folder, _ = keys
     assert main(["tween", str(folder), "--out", str(tmp_path / "o"), "--model", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "model 'nope': no such file or folder" in err and "(available: shapes)" in err
+    assert "model 'nope': no such file or folder" in err and "(available: general, shapes)" in err
 
 
 def test_letterbox_round_trip_and_positions():

@@ -8,6 +8,8 @@ Each gap between neighbouring keys is made in numbered steps:
   2. the flow init: DIS flows between the two keys, both ways, carried to each in-between's time;
   3. the motion: the network's residual to the init, sampled with DPM-Solver++(2M) from
      `sigma_start` in `steps` steps, `window` in-betweens per run (their temporal layers agree);
+     a model saved without a network (``"network": false``, as the shipped `general` is until
+     trained weights beat it) or run with steps=0 keeps the flow init;
   4. the frames: each in-between is the keys' own pixels moved by that motion (resized to the
      keys' size) and blended (interpolate.general.warp).
 Keys come back exactly; identical neighbouring keys (a hold) give copies without sampling.
@@ -53,10 +55,15 @@ def _rgb8(key: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class GeneralInterpolator:
     """The denoiser, its config and the sampling steps; see the module docstring."""
 
-    def __init__(self, denoiser: torch.nn.Module, config: MotionConfig, device: str = "cpu"):
-        self.denoiser = denoiser.to(device).eval()
+    def __init__(self, denoiser: torch.nn.Module | None, config: MotionConfig, device: str = "cpu"):
+        self.denoiser = None if denoiser is None else denoiser.to(device).eval()
         self.config = config
         self.device = device
+
+    @property
+    def trained(self) -> bool:
+        """Whether a motion network refines the flow init (False: the init alone)."""
+        return self.denoiser is not None
 
     # ---- saving -------------------------------------------------------------------------------
 
@@ -70,6 +77,10 @@ class GeneralInterpolator:
         if record.get("kind") != KIND:
             raise UserError(f"{folder}: not a general interpolator (kind {record.get('kind')!r})")
         config = MotionConfig.from_dict(record["config"])
+        if record.get("network", True) is False:
+            return cls(None, config, device)
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise UserError(f"{folder}: no {WEIGHTS_NAME} (its config names a network)")
         denoiser = build_denoiser(config)
         state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_NAME)).items()}
         missing, unexpected = denoiser.load_state_dict(state, strict=False)
@@ -80,6 +91,10 @@ class GeneralInterpolator:
     def save_pretrained(self, folder: str | os.PathLike, half: bool = True) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.denoiser is None:
+            record = {"kind": KIND, "network": False, "config": self.config.to_dict()}
+            (folder / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
+            return folder
         dtype = torch.float16 if half else torch.float32
         state = {k: v.detach().to("cpu", dtype).contiguous()
                  for k, v in self.denoiser.state_dict().items()}  # fmt: skip
@@ -97,6 +112,9 @@ class GeneralInterpolator:
         f01, f10 = (torch.from_numpy(f).permute(2, 0, 1)[None] for f in key_flows(k0, k1))
         t = torch.tensor([list(times)], dtype=torch.float32)
         init = init_flows(f01, f10, t)
+        steps = self.config.steps if steps is None else steps
+        if steps == 0 or self.denoiser is None:  # the flow init alone (what the network refines)
+            return init_motion(init)[0].permute(1, 0, 2, 3).numpy()
         keys = [torch.from_numpy(k).permute(2, 0, 1)[None].float() / 127.5 - 1 for k in (k0, k1)]
         cond = condition(keys[0], keys[1], init, t).to(self.device)
         generator = torch.Generator().manual_seed(seed)
@@ -104,9 +122,6 @@ class GeneralInterpolator:
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return self.denoiser(x, sigma, cond=cond)
 
-        steps = self.config.steps if steps is None else steps
-        if steps == 0:  # the flow init alone (what the network starts from)
-            return init_motion(init)[0].permute(1, 0, 2, 3).numpy()
         shape = (1, 5, len(times), *k0.shape[:2])
         residual = sample(denoise, shape, steps, "dpmpp_2m", sigma_max=self.config.sigma_start,
                           generator=generator, device=self.device)  # fmt: skip

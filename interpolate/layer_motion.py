@@ -19,6 +19,9 @@ import numpy as np
 INVERSE_STEPS = 8  # fixed-point iterations of the backward map (D is small and smooth)
 
 
+ROW = 4096  # points per row of the displacement lookup (cv2.remap's maps stay < 32767 wide)
+
+
 @dataclass(frozen=True)
 class LayerTrack:
     """One layer's motion over a clip: `size` (height, width) of its image in pixels, `affine`
@@ -37,9 +40,13 @@ class LayerTrack:
         gx = np.clip(points[..., 0] * (gw - 1) / max(w - 1, 1), 0, gw - 1).astype(np.float32)
         gy = np.clip(points[..., 1] * (gh - 1) / max(h - 1, 1), 0, gh - 1).astype(np.float32)
         shape = points.shape[:-1]
-        flat_x, flat_y = gx.reshape(1, -1), gy.reshape(1, -1)
+        n = gx.size  # remap maps are at most 32767 wide: points go in rows of ROW
+        rows = -(-n // ROW)
+        flat_x, flat_y = (
+            np.pad(g.ravel(), (0, rows * ROW - n)).reshape(rows, ROW) for g in (gx, gy)
+        )
         out = cv2.remap(grid, flat_x, flat_y, cv2.INTER_LINEAR, None, cv2.BORDER_REPLICATE)
-        return out.reshape(*shape, 2)
+        return out.reshape(-1, 2)[:n].reshape(*shape, 2)
 
     def forward(self, points: np.ndarray, frame: int) -> np.ndarray:
         """Frame pixels (..., 2) of layer points (..., 2) at `frame`."""

@@ -20,7 +20,7 @@ say() { echo "[$(($(date +%s) - START)) s] $*"; }
 hms() { printf '00:00:%02d:%02d' $(($1 / 60)) $(($1 % 60)); }
 
 DATA=data/layers-gpu
-SIZES=(--clips 20000 --size 192 --frames 33 --workers 14)
+SIZES=(--clips 6000 --size 160 --frames 25 --workers 14)  # ~150 s on 16 cores
 EXTRA=()
 EVAL=(--set carphone,bikes --sizes 256 --split dev --gaps 8,16)
 if [ "${DRY:-0}" = 1 ]; then
@@ -43,7 +43,9 @@ animatic train general fit --config configs/general/gpu.yaml --data.data $DATA \
   --trainer.default_root_dir "$OUT/run" --trainer.logger.init_args.save_dir "$OUT/run" \
   --trainer.max_time "$(hms $((LEFT > 60 ? LEFT : 60)))" "${EXTRA[@]}" \
   > "$OUT/logs/train.txt" 2>&1 || { tail -5 "$OUT/logs/train.txt"; exit 1; }
-animatic export general "$OUT/run/checkpoints/last.ckpt" --out "$OUT/general" --overwrite
+CKPT=$(ls -t "$OUT"/run/lightning_logs/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+[ -n "$CKPT" ] || { echo "no checkpoint under $OUT/run"; tail -5 "$OUT/logs/train.txt"; exit 1; }
+animatic export general "$CKPT" --out "$OUT/general" --overwrite
 animatic eval tween --model "$OUT/general" "${EVAL[@]}" --out "$OUT/eval.json" --overwrite \
   > "$OUT/logs/eval.txt" 2>&1 || tail -3 "$OUT/logs/eval.txt"
 say "done"; tail -20 "$OUT/logs/eval.txt"

@@ -128,3 +128,21 @@ def test_a_config_that_names_a_network_needs_its_weights(tmp_path):
     (folder / "config.json").write_text(json.dumps(record))
     with pytest.raises(Exception, match="no model.safetensors"):
         GeneralInterpolator.from_pretrained(folder)
+
+
+def test_a_still_background_of_any_colour_holds_within_2_of_255(tmp_path):
+    """Per-pixel random colours (no training clip has them) behind a moving square: wherever
+    both keys agree, far from the square's path, every in-between keeps the keys' colour."""
+    rng = np.random.default_rng(5)
+    background = rng.integers(0, 256, (96, 128, 3), np.uint8)
+    keys = []
+    for x in (10, 60):
+        key = background.copy()
+        key[30:54, x : x + 24] = (20, 200, 240)
+        keys.append(key)
+    assert tween(write_keys(tmp_path, keys), tmp_path / "o" / "f_####.png", 5) == 0
+    path = np.ones(background.shape[:2], bool)
+    path[22:62, 2:94] = False  # the square's path and a margin of 8 px
+    for f in range(2, 7):
+        frame = cv2.imread(str(tmp_path / "o" / f"f_{f:04d}.png")).astype(int)
+        assert np.abs(frame - background)[path].max() <= 2

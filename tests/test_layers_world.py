@@ -112,3 +112,14 @@ def test_dataset_layers_refuses_other_parameters_and_stills(tmp_path, pictures, 
     assert main([*base, *pictures, "--clips", "1", "--stills", "4"]) == 2
     error = capsys.readouterr().err
     assert "clips only" in error and len(error.strip().splitlines()) == 1
+
+
+def test_displacements_of_many_points_match_those_of_few():
+    """A 600x600 frame has more points than one cv2.remap row holds (32767): same values."""
+    rng = np.random.default_rng(4)
+    grid = rng.normal(0, 5, (1, 4, 4, 2)).astype(np.float32)
+    track = LayerTrack((600, 600), np.array([[[1, 0, 0], [0, 1, 0]]], np.float32), grid)
+    points = rng.uniform(0, 599, (600, 600, 2)).astype(np.float32)
+    many = track.displacement(points, 0)
+    few = np.stack([track.displacement(points[i], 0) for i in range(0, 600, 97)])
+    assert many.shape == (600, 600, 2) and np.allclose(many[::97], few, atol=1e-5)

@@ -305,9 +305,11 @@ def _closing(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
 # ---------------------------------------------------------------- the function and the command
 
 
-def _check_numbers(fps, seed, guidance, steps) -> None:
-    """Numeric options in range (NaN and 1e30 included) before any work."""
+def _check_options(fps, seed, guidance, steps, init_sigma=None, sampler=None) -> None:
+    """Numeric options in range (NaN and 1e30 included) and a known sampler, before any work,
+    whichever model runs."""
     from keyframe.module import MAX_GUIDANCE, MAX_SAMPLE_STEPS
+    from keyframe.sampling import SAMPLERS
     from pipeline.shotlist import MAX_FPS, MAX_SEED
 
     safety.check_number(fps, "--fps", 1e-3, MAX_FPS)
@@ -316,6 +318,10 @@ def _check_numbers(fps, seed, guidance, steps) -> None:
         safety.check_number(guidance, "--guidance", 0, MAX_GUIDANCE)
     if steps is not None:
         safety.check_number(steps, "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
+    if init_sigma is not None:
+        safety.check_number(init_sigma, "--init-sigma", 0.002, 80)
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
 
 def _exclusive(function):
@@ -382,7 +388,7 @@ def tween(
         if verbose:
             print(f"animatic tween: note: {message}", file=sys.stderr)
 
-    _check_numbers(fps, seed, guidance, steps)
+    _check_options(fps, seed, guidance, steps, init_sigma, sampler)
     if fit not in FITS:
         raise UserError(f"--fit {fit}: expected one of {', '.join(FITS)}")
     timing = sequences.parse_timing(timing) if isinstance(timing, str) else timing
@@ -406,6 +412,10 @@ def tween(
     if model in MODEL_FREE or is_general(model):
         if fit != "letterbox":
             say(f"--fit {fit} is for shapes-world models; {model} works at the keys' own size")
+        shapes_only = ("sampler", "guidance", "init", "init_sigma", "prompt")
+        unused = [f"--{k.replace('_', '-')}" for k in shapes_only if options[k] is not None]
+        if unused:
+            say(f"{' '.join(unused)}: not used by {model} (only by shapes-world models)")
         if model in MODEL_FREE:
             stream, info = _model_free_frames(pixels, depth, plan, model)
         else:

@@ -13,8 +13,8 @@ from keyframe.errors import UserError
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("pipeline.bench", "measure speed, FLOPs, MFU and memory of both stages here"),
-    "dataset": ("pipeline.dataset", "build a training dataset (the procedural shapes world)"),
-    "eval": ("pipeline.evaluate", "score keyframe or tween models on fresh shapes-world scenes"),
+    "dataset": ("pipeline.dataset", "build a training dataset: shapes world, or picture layers"),
+    "eval": ("pipeline.evaluate", "score keyframe or tween models (shapes world, real clips)"),
     "export": ("pipeline.export", "turn a training checkpoint into a small inference folder"),
     "keyframe": ("pipeline.keyframe_cmd", "draw keyframe images from a text prompt (stage 1)"),
     "render": ("pipeline.render", "render a shot list or storyboard to MP4, GIF or PNG frames"),

@@ -66,7 +66,8 @@ DEFAULT_GUIDANCE = 5.0
 DEFAULT_DURATION_S = 2.0
 DEFAULT_MODEL = "shapes"
 DEFAULT_INTERPOLATE = "general"  # in-betweens of keys from any other keyframe model
-SHAPES_WORLD_MODELS = ("shapes", "oracle")  # keyframe models whose keys are the shapes world's
+# keyframe models whose keys are the shapes world's (their shot lists tween with `shapes`)
+SHAPES_WORLD_MODELS = ("shapes", "shapes-phrasings", "oracle")
 MAX_SIZE = 4096
 MAX_FPS = 240
 MAX_STEPS = 1000

@@ -204,6 +204,8 @@ def check_vocabulary(args: argparse.Namespace, model_path: Path | None) -> tuple
         return check_prompt(None, args.prompt).record(), [note]
     check = check_prompt(vocabulary, args.prompt)
     words = describe(check, vocabulary, args.model)
+    if check.flagged:
+        words += _knowing_model(args.prompt, args.model)
     if check.no_subject and not args.force:
         raise UserError(f"prompt {args.prompt!r}: {words}; --force draws it anyway")
     lines = []
@@ -214,6 +216,21 @@ def check_vocabulary(args: argparse.Namespace, model_path: Path | None) -> tuple
     if unknown:
         lines.append(f"warning: negative prompt: unknown words: {', '.join(unknown)}")
     return check.record(), lines
+
+
+def _knowing_model(prompt: str, model: str) -> str:
+    """A pointer to the first other shipped keyframe model whose vocabulary has every word and
+    a subject of the prompt ("; shipped model X knows every word (--model X)"), else ""."""
+    from keyframe.pretrained import SHIPPED_DIR, shipped_models
+    from keyframe.vocabulary import check_prompt, load_vocabulary
+
+    for name in shipped_models():
+        if name == model:
+            continue
+        check = check_prompt(load_vocabulary(SHIPPED_DIR / name), prompt)
+        if check.checked and not check.flagged:
+            return f"; shipped model {name} knows every word (--model {name})"
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:

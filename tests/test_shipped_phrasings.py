@@ -7,6 +7,7 @@ import pytest
 
 from keyframe.pretrained import SHIPPED_DIR, from_pretrained
 from keyframe.vocabulary import load_vocabulary
+from pipeline.cli import main
 from pipeline.evaluate import eval_keyframe, keyframe_model, keyframe_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -33,3 +34,14 @@ def test_paraphrase_model_records_the_phrasing_words_it_was_trained_on():
     words = load_vocabulary(SHIPPED_DIR / "shapes-phrasings").words
     assert {"crimson", "disc", "backdrop", "upper"} <= words
     assert "crimson" not in load_vocabulary(SHIPPED_DIR / "shapes").words
+
+
+def test_a_paraphrase_the_default_model_refuses_points_to_the_model_that_knows_it(tmp_path, capsys):
+    out = tmp_path / "k.png"
+    prompt = "a big crimson disc in the upper-left corner, dark blue backdrop"
+    assert main(["keyframe", prompt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "shipped model shapes-phrasings knows every word (--model shapes-phrasings)" in err
+    assert err.count("\n") == 1 and not out.exists()
+    assert main(["keyframe", "a knight walks into a castle", "--out", str(out)]) == 2
+    assert "shipped model" not in capsys.readouterr().err  # no model knows a knight

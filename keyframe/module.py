@@ -31,7 +31,7 @@ from keyframe.files import atomic_path
 from keyframe.init_weights import find_prefix, load_sub_state, read_state
 from keyframe.latents import latent_batch
 from keyframe.pixels import to_uint8
-from keyframe.sampling import SAMPLERS, Callback, Generator, cfg_denoiser, randn
+from keyframe.sampling import Callback, Generator, cfg_denoiser, check_sampler, randn
 from keyframe.sampling import sample as run_sampler
 from keyframe.text import TextEncoder
 from keyframe.unet import UNet
@@ -166,8 +166,7 @@ def check_sampling_options(steps: Any, guidance: Any, sampler: Any) -> None:
         or not 0 <= guidance <= MAX_GUIDANCE
     ):
         raise UserError(f"guidance: expected a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
-    if sampler not in SAMPLERS:
-        raise UserError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    check_sampler(sampler)
 
 
 def image_generators(seed: int, count: int) -> list[torch.Generator]:

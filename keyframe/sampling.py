@@ -218,6 +218,12 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def check_sampler(sampler: object) -> None:
+    """UserError unless `sampler` names one of SAMPLERS."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+
+
 def sample(
     denoise: Denoise,
     shape_or_noise: Sequence[int] | torch.Tensor,
@@ -240,8 +246,7 @@ def sample(
 
     `options` go to the sampler (e.g. `s_churn` for euler/heun, `eta` for euler_ancestral).
     """
-    if sampler not in SAMPLERS:
-        raise UserError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    check_sampler(sampler)
     if isinstance(shape_or_noise, torch.Tensor):
         noise = shape_or_noise.to(device) if device is not None else shape_or_noise
     else:

@@ -307,9 +307,10 @@ def _closing(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
 
 def _check_options(fps, seed, guidance, steps, init_sigma=None, sampler=None) -> None:
     """Numeric options in range (NaN and 1e30 included) and a known sampler, before any work,
-    whichever model runs."""
+    whichever model runs (the general model uses neither init_sigma nor sampler)."""
+    from interpolate.flow import check_init
     from keyframe.module import MAX_GUIDANCE, MAX_SAMPLE_STEPS
-    from keyframe.sampling import SAMPLERS
+    from keyframe.sampling import check_sampler
     from pipeline.shotlist import MAX_FPS, MAX_SEED
 
     safety.check_number(fps, "--fps", 1e-3, MAX_FPS)
@@ -319,9 +320,9 @@ def _check_options(fps, seed, guidance, steps, init_sigma=None, sampler=None) ->
     if steps is not None:
         safety.check_number(steps, "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
     if init_sigma is not None:
-        safety.check_number(init_sigma, "--init-sigma", 0.002, 80)
-    if sampler is not None and sampler not in SAMPLERS:
-        raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        check_init("flow", init_sigma)  # the sigma flow in-betweens are noised to
+    if sampler is not None:
+        check_sampler(sampler)
 
 
 def _exclusive(function):

@@ -192,7 +192,7 @@ def test_crop_fit_outputs_the_centre_square(model_dir, keys, tmp_path):
         (["{k0}", "{bad}"], "bad.png: not a readable image"),
         (["{k0}", "{k1}", "--between", "-1"], "--between -1"),
         (["{k0}", "{k1}", "--steps", "0"], "steps"),
-        (["{k0}", "{k1}", "--init", "flow", "--init-sigma", "-1"], "--init-sigma"),
+        (["{k0}", "{k1}", "--init", "flow", "--init-sigma", "-1"], "init sigma"),
         (["{k0}", "{k1}", "--prompt", "a red circle"], "no text conditioning"),
     ],
 )

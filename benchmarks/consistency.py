@@ -13,7 +13,7 @@ import sys
 import torch
 
 from keyframe.pretrained import from_pretrained
-from pipeline.evaluate import keyframe_prompts
+from pipeline.eval_keyframe import keyframe_prompts
 from pipeline.io import to_uint8_rgb
 from pipeline.judge import detect_objects
 

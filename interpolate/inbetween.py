@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from interpolate.flow import check_init
-from interpolate.module import check_sampling_options
 from interpolate.paths import PathFrames
 from keyframe.errors import UserError
+from keyframe.inference import check_sampling_options
 from keyframe.pixels import from_uint8, to_uint8
 
 Callback = Callable[[dict[str, Any]], None]
@@ -78,49 +78,49 @@ def plan_windows(
     context = max(0, int(context))
     known = set(keys)
     windows: list[Window] = []
-
-    def add(positions: Sequence[int], stride: float = 1.0) -> None:
+    while len(known) < num_frames:
+        if num_frames <= window:
+            positions, stride = range(num_frames), 1.0
+        else:
+            positions, stride = _next_window(known, num_frames, window, context)
         positions = tuple(sorted(set(positions)))
         generate = tuple(p for p in positions if p not in known)
         if not generate:
             raise RuntimeError(f"window plan stalled at {positions}")  # a bug, never input
         windows.append(Window(len(windows), positions, stride, generate))
         known.update(generate)
-
-    if num_frames <= window:
-        if len(known) < num_frames:
-            add(range(num_frames))
-        return windows
-    while len(known) < num_frames:
-        cursor = next(p for p in range(num_frames) if p not in known)
-        right = min((p for p in known if p > cursor), default=None)
-        if cursor == 0:
-            # Frames before the first key: a window ending at the key (filled right to left).
-            if right < window:
-                last = max(p for p in known if p < window)
-                add(range(last + 1))
-            else:
-                add(range(right - window + 1, right + 1))
-        elif right is None:
-            # After the last key: extension, led by the last frames made.
-            lead = min(cursor, max(context, 1), window - 1)
-            add(range(cursor - lead, min(num_frames, cursor - lead + window)))
-        elif right - cursor + 2 <= window:
-            # The gap fits: take every later key that fits too, then context before the gap.
-            start = cursor - 1
-            last = max(p for p in known if p <= start + window - 1)
-            lead = min(context, start, window - (last - start + 1))
-            add(range(start - lead, last + 1))
-        else:
-            # A long gap: evenly spaced anchors first, at the coarser spacing.
-            start = cursor - 1
-            pieces = min(math.ceil((right - start) / max(window - 1 - context, 1)), window - 1)
-            stride = (right - start) / pieces
-            anchors = [start + round(i * stride) for i in range(pieces + 1)]
-            lead = min(context, window - len(anchors))
-            before = [start - round(j * stride) for j in range(1, lead + 1)]
-            add([p for p in before if p >= 0] + anchors, stride)
     return windows
+
+
+def _next_window(
+    known: set[int], num_frames: int, window: int, context: int
+) -> tuple[Sequence[int], float]:
+    """The frames (and their spacing) of the window that fills the first frame not yet known."""
+    cursor = next(p for p in range(num_frames) if p not in known)
+    right = min((p for p in known if p > cursor), default=None)
+    if cursor == 0:
+        # Frames before the first key: a window ending at the key (filled right to left).
+        if right < window:
+            last = max(p for p in known if p < window)
+            return range(last + 1), 1.0
+        return range(right - window + 1, right + 1), 1.0
+    if right is None:
+        # After the last key: extension, led by the last frames made.
+        lead = min(cursor, max(context, 1), window - 1)
+        return range(cursor - lead, min(num_frames, cursor - lead + window)), 1.0
+    start = cursor - 1
+    if right - cursor + 2 <= window:
+        # The gap fits: take every later key that fits too, then context before the gap.
+        last = max(p for p in known if p <= start + window - 1)
+        lead = min(context, start, window - (last - start + 1))
+        return range(start - lead, last + 1), 1.0
+    # A long gap: evenly spaced anchors first, at the coarser spacing.
+    pieces = min(math.ceil((right - start) / max(window - 1 - context, 1)), window - 1)
+    stride = (right - start) / pieces
+    anchors = [start + round(i * stride) for i in range(pieces + 1)]
+    lead = min(context, window - len(anchors))
+    before = [start - round(j * stride) for j in range(1, lead + 1)]
+    return [p for p in before if p >= 0] + anchors, stride
 
 
 def window_seed(seed: int, index: int) -> int:
@@ -225,45 +225,68 @@ def _stream(
     pixels: dict[int, torch.Tensor] = {}
     emitted = 0
     for w in [*windows, None]:
+        # 1. yield every frame that is made, in order
         while emitted < num_frames and (emitted in pixels or emitted in key_at):
             yield key_at[emitted] if emitted in key_at else pixels.pop(emitted)
             emitted += 1
         if w is None:
             break
-        known = [p not in w.generate for p in w.positions]
-        frame_fps = fps / w.stride
-        generator = torch.Generator().manual_seed(window_seed(seed, w.index))
 
         def report(info: dict, w: Window = w) -> None:
             if callback is not None:
                 callback({**info, "window": w.index, "windows": len(windows)})
 
-        init = None
-        if flow is not None:
-            init = model.encode_frames(from_uint8(np.stack([flow(p) for p in w.positions])))
-        out = model.sample_window(
-            [latents.get(p) for p in w.positions],
-            known,
-            cond,
-            steps=steps,
-            sampler=sampler,
-            fps=frame_fps,
-            generator=generator,
-            callback=report,
-            init=init,
-            init_sigma=init_sigma,
+        # 2. sample the window, 3. keep its new latents and frames
+        made = _sample_window(
+            model, w, latents, cond, steps, sampler, seed, fps, report, flow, init_sigma
         )
-        made = [i for i, k in enumerate(known) if not k]
-        decoded = model.decode_frames(out[made]) if made else []
-        for i, frame in zip(made, decoded, strict=True):
-            p = w.positions[i]
-            latents[p] = out[i]
+        for p, (latent, frame) in made.items():
+            latents[p] = latent
             pixels[p] = frame
+        # 4. drop the latents no later window reads
         for p in list(latents):
             if last_use[p] <= w.index:
                 del latents[p]
     if emitted != num_frames:
         raise RuntimeError(f"window plan left frame {emitted} unmade")
+
+
+@torch.no_grad()
+def _sample_window(
+    model,
+    w: Window,
+    latents: dict[int, torch.Tensor],
+    cond: dict[str, Any],
+    steps: int,
+    sampler: str,
+    seed: int,
+    fps: float,
+    report: Callback,
+    flow: PathFrames | None,
+    init_sigma: float | None,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """One network run over window `w` (its frame rate `fps` over its stride, its noise from
+    (seed, index)): {position: (latent, decoded frame)} for each frame it generates."""
+    known = [p not in w.generate for p in w.positions]
+    generator = torch.Generator().manual_seed(window_seed(seed, w.index))
+    init = None
+    if flow is not None:
+        init = model.encode_frames(from_uint8(np.stack([flow(p) for p in w.positions])))
+    out = model.sample_window(
+        [latents.get(p) for p in w.positions],
+        known,
+        cond,
+        steps=steps,
+        sampler=sampler,
+        fps=fps / w.stride,
+        generator=generator,
+        callback=report,
+        init=init,
+        init_sigma=init_sigma,
+    )
+    made = [i for i, k in enumerate(known) if not k]
+    decoded = model.decode_frames(out[made]) if made else []
+    return {w.positions[i]: (out[i], frame) for i, frame in zip(made, decoded, strict=True)}
 
 
 def interpolate(

@@ -5,56 +5,42 @@ autoencoder, the keyframe U-Net inflated with temporal layers (`VideoUNet`), an 
 encoder and frame-rate conditioning. Each training clip gets a random mask of known frames
 (`interpolate.masks`); the EDM loss counts the unknown frames only. An EMA copy of the trained
 weights is what validation, sampling and `save_pretrained` use. `init_from` starts the spatial
-layers from a trained keyframe model.
+layers from a trained keyframe model (interpolate.init_weights); the network and its checks are
+interpolate.network, sampling is interpolate.inference.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from einops import rearrange
 from torch import nn
 
-from interpolate.flow import check_init
-from interpolate.masks import check_weights, draw_mask
+from interpolate import inference, init_weights
+from interpolate.masks import draw_mask
 from interpolate.motion import MotionPrior, model_prior
-from interpolate.temporal import VideoUNet
+from interpolate.network import check_interpolate_options, video_unet
 from keyframe import latents as latent_cache
 from keyframe import pretrained
-from keyframe.autoencoder import autoencoder_record
+from keyframe.autoencoder_files import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
-from keyframe.errors import UserError
-from keyframe.init_weights import find_prefix, load_sub_state, read_state, sub_state
 from keyframe.latents import latent_batch
-from keyframe.module import (
+from keyframe.stage import (
     adamw_with_warmup,
-    check_sampling_options,
-    check_training_options,
+    ema_copies,
     lerp_ema,
-    prebuilt_autoencoder,
     stage_autoencoder,
     text_encoder,
 )
-from keyframe.sampling import Callback, cfg_denoiser
-from keyframe.sampling import sample as run_sampler
-from keyframe.text import TextEncoder
 
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
-_prebuilt_autoencoder = prebuilt_autoencoder  # the keyframe stage's, which serves both stages
-
-
-def _text_layer(key: str) -> bool:
-    """U-Net parameters that only exist with text conditioning (cross-attention, pooled)."""
-    return key.startswith("pooled_embed.") or ".attn.cross_attn." in key or ".attn.norm2." in key
 
 
 class InterpolateModule(L.LightningModule):
@@ -126,42 +112,14 @@ class InterpolateModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.mask_weights = check_weights(mask_weights)
-        if not 2 <= min_frames <= num_frames:
-            raise UserError(
-                f"model.min_frames: expected 2..num_frames ({num_frames}), got {min_frames}"
-            )
-        check_training_options(cond_drop_rate, ema_decay)
-        if not sample_fps > 0:
-            raise UserError(f"model.sample_fps: expected a positive frame rate, got {sample_fps}")
-        check_sampling_options(sample_steps, sample_guidance, sample_sampler)
-        check_init(sample_init, sample_init_sigma)
-
+        self.mask_weights = check_interpolate_options(self.hparams)
         self.autoencoder, self.size_multiple = stage_autoencoder(
             autoencoder, image_size, channel_mult
         )
         self.text = text_encoder(self.hparams) if text_conditioning else None
-        net = VideoUNet(
-            latent_channels=self.autoencoder.latent_channels,
-            model_channels=model_channels,
-            channel_mult=list(channel_mult),
-            num_res_blocks=num_res_blocks,
-            attention_levels=list(attention_levels),
-            num_heads=num_heads,
-            context_dim=self.text.dim if self.text is not None else None,
-            pooled_dim=self.text.pooled_dim if self.text is not None else None,
-            dropout=dropout,
-            checkpoint=gradient_checkpointing,
-            temporal_attention=temporal_attention,
-            temporal_heads=temporal_heads,
-            max_relative_distance=max_relative_distance,
-            fps_conditioning=fps_conditioning,
-            position_bands=position_bands,
-        )
+        net = video_unet(self.hparams, self.autoencoder.latent_channels, self.text)
         self.denoiser = Denoiser(net, sigma_data)
-        self.ema_net: VideoUNet | None = None
-        self.ema_text: TextEncoder | None = None
-        self._make_ema()
+        self.ema_net, self.ema_text = ema_copies(net, self.text) if ema_decay > 0 else (None, None)
         self._initialised = init_from is None
 
     # ---- pieces other code uses ---------------------------------------------------------------
@@ -172,11 +130,8 @@ class InterpolateModule(L.LightningModule):
 
     def _make_ema(self) -> None:
         """(Re)start the EMA copies from the live weights."""
-        if self.hparams.ema_decay <= 0:
-            return
-        self.ema_net = copy.deepcopy(self.denoiser.net).requires_grad_(False).eval()
-        if self.text is not None and not self.text.frozen:
-            self.ema_text = copy.deepcopy(self.text).requires_grad_(False).eval()
+        if self.hparams.ema_decay > 0:
+            self.ema_net, self.ema_text = ema_copies(self.denoiser.net, self.text)
 
     def train(self, mode: bool = True) -> InterpolateModule:
         """The frozen autoencoder and the EMA copies stay in eval mode."""
@@ -209,78 +164,10 @@ class InterpolateModule(L.LightningModule):
 
     # ---- initialising from a keyframe model ---------------------------------------------------
 
-    @torch.no_grad()
     def load_keyframe_weights(self, path: str) -> dict[str, list[str]]:
-        """Copy a keyframe model's U-Net (its EMA copy when present) and, with text conditioning,
-        its text tower into this model. Only temporal layers, the fps embedding and the extra
-        input channels may be missing: the input conv's pretrained weights go to the noisy-latent
-        channels and the known-latent and mask channels start at zero. Returns what was missing."""
-        state = read_state(path)
-        if any("temporal" in k for k in state):  # an interpolation checkpoint or exported folder
-            for net_prefix in ("denoiser.net.", "net."):
-                if net_prefix + "unet.conv_in.weight" in state:
-                    return self._load_interpolation_weights(state, path, net_prefix)
-        prefix = find_prefix(state, ("conv_in.weight", "time_embed.0.weight", "conv_out.weight"))
-        if prefix is None:
-            raise UserError(f"model.init_from: {path}: no keyframe U-Net weights found")
-        unet = self.denoiser.net.unet
-        weights = sub_state(state, prefix)
-        if self.text is None:  # a motion model without text: leave the text layers behind
-            weights = {k: v for k, v in weights.items() if not _text_layer(k)}
-        conv_in = weights.pop("conv_in.weight")
-        own = unet.conv_in.weight
-        c = self.latent_channels
-        if (
-            conv_in.shape[0] != own.shape[0]
-            or conv_in.shape[1] != c
-            or conv_in.shape[2:] != own.shape[2:]
-        ):
-            raise UserError(
-                f"model.init_from: {path}: input conv {tuple(conv_in.shape)} does not fit this "
-                f"model ({tuple(own.shape)} with {c} latent channels): U-Net arguments differ"
-            )
-        widened = torch.zeros_like(own)
-        widened[:, :c] = conv_in.to(own)
-        weights["conv_in.weight"] = widened
-        mismatched = [
-            k for k, v in weights.items()
-            if k in unet.state_dict() and unet.state_dict()[k].shape != v.shape
-        ]  # fmt: skip
-        if mismatched:
-            raise UserError(
-                f"model.init_from: {path}: {mismatched[0]} has another shape here: the U-Net "
-                "arguments (model_channels, channel_mult, ...) must match the keyframe model's"
-            )
-        result = unet.load_state_dict(weights, strict=False)
-        bad = [k for k in result.missing_keys if "temporal" not in k]
-        if result.unexpected_keys or bad:
-            name = (result.unexpected_keys or bad)[0]
-            raise UserError(
-                f"model.init_from: {path}: U-Net layout differs from this model's ({name}); "
-                "use the keyframe model's U-Net arguments and text settings"
-            )
-        if self.text is not None:
-            text_prefix = find_prefix(state, ("tower.token_embedding.weight",))
-            if text_prefix is not None:
-                error = f"model.init_from: {path}: text tower does not fit"
-                load_sub_state(self.text, state, text_prefix, error)
-        self._make_ema()
-        return {"missing": result.missing_keys}
-
-    def _load_interpolation_weights(
-        self, state: dict, path: str, net_prefix: str
-    ) -> dict[str, list[str]]:
-        """Fine-tuning: every weight from an InterpolateModule checkpoint (its live weights, not
-        the lagging EMA) or exported folder (its EMA weights), so a run can continue with other
-        settings (lr, mask mix, noise)."""
-        parts = {net_prefix: self.denoiser.net, "text.": self.text}
-        for prefix, target in parts.items():
-            if target is None:
-                continue
-            error = f"model.init_from: {path}: interpolation weights do not fit"
-            load_sub_state(target, state, prefix, error)
-        self._make_ema()
-        return {"missing": []}
+        """Copy a keyframe model's U-Net and text tower (or every weight of an interpolation
+        model) into this model; see interpolate.init_weights. Returns what was missing."""
+        return init_weights.load_keyframe_weights(self, path)
 
     def setup(self, stage: str) -> None:
         # Before Lightning restores a resumed checkpoint, which then replaces these weights.
@@ -398,126 +285,14 @@ class InterpolateModule(L.LightningModule):
             "val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=n, sync_dist=True
         )
 
-    # ---- sampling (used by interpolate.inbetween) ---------------------------------------------
+    # ---- sampling (used by interpolate.inbetween): interpolate.inference's functions, with the
+    # module as their first argument
 
-    def check_frame_size(self, height: int, width: int) -> None:
-        m = self.size_multiple
-        if min(height, width) < 1 or height % m or width % m:
-            raise UserError(f"frame size {height}x{width}: must be multiples of {m} for this model")
-
-    @torch.no_grad()
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(n, c, H, W) images in [-1, 1] -> (n, latent, h, w) latents on the model's device."""
-        self.check_frame_size(*frames.shape[-2:])
-        ae = self.autoencoder
-        return ae.encode(frames.to(self.device, next(iter(self.parameters())).dtype)).float()
-
-    @torch.no_grad()
-    def decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
-        """(n, latent, h, w) -> (n, c, H, W) float images in [-1, 1] on the CPU."""
-        return self.autoencoder.decode(latents).float().clamp(-1, 1).cpu()
-
-    @torch.no_grad()
-    def sampling_conditions(
-        self, prompt: str | None = None, guidance: float | None = None
-    ) -> dict[str, Any]:
-        """Text conditioning for sampling: {"cond", "uncond", "guidance"}, encoded once and
-        shared by every window. Without a text model a prompt is refused."""
-        guidance = self.hparams.sample_guidance if guidance is None else guidance
-        if self.text is None:
-            if prompt:
-                raise UserError("prompt: this interpolation model has no text conditioning")
-            return {"cond": {}, "uncond": None, "guidance": 1.0}
-        if prompt is not None and not isinstance(prompt, str):
-            raise UserError(f"prompt: expected text, got {type(prompt).__name__}")
-        both = self.encode_text(["", prompt or ""], ema=True)
-        uncond = {k: v[:1] for k, v in both.items()}
-        cond = {k: v[1:] for k, v in both.items()}
-        if not prompt or guidance == 1:
-            return {"cond": cond, "uncond": None, "guidance": 1.0}
-        return {"cond": cond, "uncond": uncond, "guidance": float(guidance)}
-
-    @torch.no_grad()
-    def sample_window(
-        self,
-        latents: Sequence[torch.Tensor | None],
-        known: Sequence[bool],
-        conditions: Mapping[str, Any],
-        steps: int | None = None,
-        sampler: str | None = None,
-        fps: float | None = None,
-        generator: torch.Generator | None = None,
-        callback: Callback | None = None,
-        init: torch.Tensor | None = None,
-        init_sigma: float | None = None,
-    ) -> torch.Tensor:
-        """Sample one window: `latents` (c, h, w) per frame (None where unknown), `known` per
-        frame. Returns (f, c, h, w) latents with the known frames exactly as given.
-
-        `init` (f, c, h, w): latents to refine from noise level `init_sigma` (SDEdit) instead of
-        drawing the unknown frames from pure noise."""
-        hp = self.hparams
-        steps = hp.sample_steps if steps is None else steps
-        sampler = hp.sample_sampler if sampler is None else sampler
-        check_sampling_options(steps, conditions["guidance"], sampler)
-        reference = next(z for z in latents if z is not None)
-        device = self.device
-        frames = [
-            z.to(device).float() if k else torch.zeros_like(reference, device=device).float()
-            for z, k in zip(latents, known, strict=True)
-        ]
-        known_latents = rearrange(torch.stack(frames), "f c h w -> 1 c f h w")
-        mask = torch.tensor(list(known), device=device)[None, None, :, None, None]
-        fps_value = (hp.sample_fps if fps is None else fps) if hp.fps_conditioning else None
-        extra = {
-            "known": known_latents,
-            "mask": mask.float(),
-            "fps": None if fps_value is None else torch.tensor([float(fps_value)], device=device),
-        }
-        base = self.sampling_denoiser()
-        dtype = next(base.parameters()).dtype
-
-        def raw(x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
-            cond = {
-                k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                for k, v in cond.items()
-            }
-            return base(x.to(dtype), sigma, **cond).float()
-
-        cond = {**conditions["cond"], **extra}
-        if conditions["uncond"] is not None:
-            uncond = {**conditions["uncond"], **extra}
-            guided = cfg_denoiser(raw, cond, uncond, conditions["guidance"])
-        else:
-
-            def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-                return raw(x, sigma, **cond)
-
-        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask, known_latents, guided(x, sigma))
-
-        shape = (1, *known_latents.shape[1:])
-        noise = torch.randn(shape, generator=generator).to(device)
-        was_training = self.training
-        self.eval()
-        try:
-            refine = {}
-            if init is not None:
-                check_init("flow", init_sigma)
-                start = rearrange(init.to(device).float(), "f c h w -> 1 c f h w")
-                if start.shape != known_latents.shape:
-                    raise ValueError(f"init: expected {tuple(known_latents.shape)} latents")
-                refine = {
-                    "sigma_max": float(init_sigma),
-                    "init": torch.where(mask, known_latents, start),
-                }
-            out = run_sampler(
-                denoise, noise, steps, sampler, generator=generator, callback=callback, **refine
-            )
-        finally:
-            self.train(was_training)
-        out = torch.where(mask, known_latents, out)
-        return rearrange(out[0], "c f h w -> f c h w")
+    check_frame_size = inference.check_frame_size
+    encode_frames = inference.encode_frames
+    decode_frames = inference.decode_frames
+    sampling_conditions = inference.sampling_conditions
+    sample_window = inference.sample_window
 
     # ---- saving and loading -------------------------------------------------------------------
 

@@ -39,9 +39,15 @@ def autoencoder_fingerprint(ae: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def _where(record: dict) -> str:
+    """A record's file, and its member for a sample inside a shard."""
+    path = str(record["path"])
+    return f"{path}:{record['member']}" if "member" in record else path
+
+
 def records_fingerprint(records: Sequence[dict]) -> str:
     """A short hash of the records' paths, captions and frame counts."""
-    keys = [(str(r["path"]), r.get("caption", ""), r.get("frames")) for r in records]
+    keys = [(_where(r), r.get("caption", ""), r.get("frames")) for r in records]
     return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
 
 
@@ -106,9 +112,10 @@ class _DecodedClips(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from keyframe.data import read_video, resize_frames, to_tensor
+        from keyframe.frames import read_video, resize_frames, to_tensor
+        from keyframe.shards import media
 
-        video = read_video(self.records[index]["path"])
+        video = read_video(media(self.records[index]))
         return rearrange(
             to_tensor(resize_frames(video, self.size, self.mode)), "c f h w -> f c h w"
         )
@@ -155,7 +162,7 @@ class CachedImageDataset(Dataset):
         return len(self.captions)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        from keyframe.data import _Draws, mirror_caption
+        from keyframe.datasets import _Draws, mirror_caption
 
         index, seed = item_key(key, self.seed)
         draws = _Draws(seed, index)

@@ -5,6 +5,7 @@ so a truncated file shows up as too few frames rather than as a header's promise
 
 from __future__ import annotations
 
+import io
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -53,7 +54,7 @@ def _frame_index(frame, stream, rate: Fraction, start_time: int) -> int | None:
 
 
 def read_video_file(
-    path: str | Path, start: int = 0, count: int | None = None, stride: int = 1
+    path: str | Path | io.BytesIO, start: int = 0, count: int | None = None, stride: int = 1
 ) -> np.ndarray:
     """Frames start, start + stride, ... (count of them, or to the end) of a video file as uint8
     RGB (f, h, w, 3): seeks to the keyframe at or before `start`, then decodes forward, placing
@@ -63,7 +64,7 @@ def read_video_file(
     limit = math.inf if count is None else count
     frames: list[np.ndarray] = []
     try:
-        with av.open(str(path)) as container:
+        with av.open(path if isinstance(path, io.BytesIO) else str(path)) as container:
             if not container.streams.video:
                 raise UserError(f"{path}: has no video stream")
             stream = container.streams.video[0]

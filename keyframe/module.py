@@ -4,16 +4,13 @@ Built from plain arguments (the `model:` keys of configs/keyframe/*.yaml): a fro
 autoencoder, a text encoder, and a U-Net inside the EDM `Denoiser`. Training uses EDM's loss with
 log-normal noise levels and drops prompts to "" for classifier-free guidance; an EMA copy of the
 trained weights (the U-Net, and the text tower when it trains) is what validation and `sample` use.
+The pieces it is built from are keyframe.stage and keyframe.network; sampling is keyframe.inference.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import copy
-import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,78 +18,26 @@ import lightning as L
 import torch
 from torch import nn
 
+from keyframe import inference
 from keyframe import latents as latent_cache
-from keyframe import layout
-from keyframe.autoencoder import Autoencoder, autoencoder_record, load_autoencoder
-from keyframe.consistency import anchor_list, anchored_attention, share_noise
+from keyframe.autoencoder_files import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
 from keyframe.init_weights import find_prefix, load_sub_state, read_state
 from keyframe.latents import latent_batch
-from keyframe.pixels import to_uint8
-from keyframe.sampling import Callback, Generator, cfg_denoiser, check_sampler, randn
-from keyframe.sampling import sample as run_sampler
-from keyframe.text import TextEncoder
-from keyframe.unet import UNet
+from keyframe.network import check_keyframe_options, keyframe_unet
+from keyframe.stage import (
+    adamw_with_warmup,
+    ema_copies,
+    lerp_ema,
+    stage_autoencoder,
+    text_encoder,
+)
 from keyframe.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary, words_of
 
-MAX_SAMPLE_STEPS = 1000
-MAX_GUIDANCE = 100.0  # scales in use are 1-20; far above, every image saturates (1e30: black)
-MAX_SIZE_FACTOR = 4  # sampling sides up to 4x the training size (the cost grows as its square)
-PLACE_ROUNDS = 3  # redraws at most per placed image (the best draw is kept)
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0  # validation noise and sample grids use fixed seeds, so runs compare step to step
-
-_prebuilt: contextvars.ContextVar[Autoencoder | None] = contextvars.ContextVar(
-    "prebuilt_autoencoder", default=None
-)
-
-
-@contextlib.contextmanager
-def prebuilt_autoencoder(autoencoder: Autoencoder) -> Iterator[None]:
-    """Stage modules (KeyframeModule, InterpolateModule) built inside this block use `autoencoder`
-    instead of loading their `autoencoder` argument: checkpoints carry the autoencoder's weights,
-    so loading one must not depend on the file it was first read from."""
-    token = _prebuilt.set(autoencoder)
-    try:
-        yield
-    finally:
-        _prebuilt.reset(token)
-
-
-def stage_autoencoder(
-    name: str, image_size: int, channel_mult: Sequence[int]
-) -> tuple[Autoencoder, int]:
-    """A stage module's frozen autoencoder (the one of `prebuilt_autoencoder`, else loaded from
-    `name`) and the size images must be multiples of (its factor times the U-Net's
-    downsamplings); a UserError unless `image_size` is one."""
-    ae = _prebuilt.get()
-    ae = load_autoencoder(name) if ae is None else ae
-    ae.requires_grad_(False).eval()
-    size_multiple = ae.factor * 2 ** (len(channel_mult) - 1)
-    if image_size < 1 or image_size % size_multiple:
-        raise UserError(
-            f"model.image_size (data.size): {image_size} must be a positive multiple of "
-            f"{size_multiple} (autoencoder factor {ae.factor} times the "
-            f"U-Net's {len(channel_mult) - 1} downsamplings)"
-        )
-    return ae, size_multiple
-
-
-def text_encoder(hparams: Mapping[str, Any]) -> TextEncoder:
-    """The text tower a stage module's `text_*` and `train_text` hyperparameters describe."""
-    return TextEncoder(
-        model_name=hparams["text_model_name"],
-        pretrained=hparams["text_pretrained"],
-        width=hparams["text_width"],
-        layers=hparams["text_layers"],
-        heads=hparams["text_heads"],
-        context_length=hparams["text_context_length"],
-        vocab_size=hparams["text_vocab_size"],
-        freeze=not hparams["train_text"],
-        embed_std=hparams.get("text_embed_std"),
-    )
 
 
 def words_only(mask: torch.Tensor) -> torch.Tensor:
@@ -104,85 +49,6 @@ def words_only(mask: torch.Tensor) -> torch.Tensor:
     mask[rows, ends.clamp(min=0)] = False
     mask[:, 0] = False
     return mask
-
-
-def check_training_options(cond_drop_rate: float, ema_decay: float) -> None:
-    """UserError unless cond_drop_rate is in [0, 1] and ema_decay in [0, 1)."""
-    if not 0 <= cond_drop_rate <= 1:
-        raise UserError(f"model.cond_drop_rate: expected a value in [0, 1], got {cond_drop_rate}")
-    if not 0 <= ema_decay < 1:
-        raise UserError(f"model.ema_decay: expected a value in [0, 1), got {ema_decay}")
-
-
-def adamw_with_warmup(
-    params: Sequence[nn.Parameter],
-    lr: float,
-    weight_decay: float,
-    warmup_steps: int,
-    extra: Sequence[tuple[Sequence[nn.Parameter], float]] = (),
-) -> dict[str, Any]:
-    """Lightning's optimizer config: AdamW (no weight decay on norms and biases) with a linear
-    learning-rate warm-up over `warmup_steps`, stepped every optimizer step. `extra`: more
-    (parameters, lr) sets with their own learning rate."""
-    groups = []
-    for group, group_lr in [(params, lr), *extra]:
-        groups += [
-            {"params": [p for p in group if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in group if p.ndim < 2], "weight_decay": 0.0},  # norms, biases
-        ]
-        groups[-2]["lr"] = groups[-1]["lr"] = group_lr
-    groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
-    warmup = max(int(warmup_steps), 0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-    )
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-@torch.no_grad()
-def lerp_ema(pairs: Iterable[tuple[nn.Module | None, nn.Module | None]], weight: float) -> None:
-    """ema <- lerp(ema, live, weight) for each (ema, live) pair with both present; buffers are
-    copied."""
-    for ema, live in pairs:
-        if ema is None or live is None:
-            continue
-        torch._foreach_lerp_(
-            list(ema.parameters()), [p.detach() for p in live.parameters()], weight
-        )
-        for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
-
-
-def check_sampling_options(steps: Any, guidance: Any, sampler: Any) -> None:
-    """UserError unless steps is an integer in 1..1000, guidance a number in 0..100, sampler
-    known."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLE_STEPS:
-        raise UserError(f"steps: expected an integer from 1 to {MAX_SAMPLE_STEPS}, got {steps!r}")
-    if (
-        isinstance(guidance, bool)
-        or not isinstance(guidance, (int, float))
-        or not math.isfinite(guidance)
-        or not 0 <= guidance <= MAX_GUIDANCE
-    ):
-        raise UserError(f"guidance: expected a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
-    check_sampler(sampler)
-
-
-def image_generators(seed: int, count: int) -> list[torch.Generator]:
-    """One CPU generator per image, seeded seed, seed + 1, ...: image i depends only on seed + i,
-    so one storyboard panel can be re-rolled alone and the noise is the same on every device."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63 - count:
-        raise UserError(f"seed: expected an integer from 0 to 2**63 - 1, got {seed!r}")
-    return [torch.Generator().manual_seed(seed + i) for i in range(count)]
-
-
-def _prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise UserError(f"{name} {i}: expected text, got {type(prompt).__name__}")
-    return prompts
 
 
 class KeyframeModule(L.LightningModule):
@@ -245,38 +111,14 @@ class KeyframeModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        check_training_options(cond_drop_rate, ema_decay)
-        if not 0.0 <= pooled_drop_rate <= 1.0:
-            raise UserError(f"model.pooled_drop_rate: expected 0..1, got {pooled_drop_rate}")
-        check_sampling_options(sample_steps, sample_guidance, sample_sampler)
-
+        check_keyframe_options(self.hparams)
         self.autoencoder, self.size_multiple = stage_autoencoder(
             autoencoder, image_size, channel_mult
         )
         self.text = text_encoder(self.hparams)
-        channels = self.autoencoder.latent_channels
-        net = UNet(
-            in_channels=channels,
-            out_channels=channels,
-            model_channels=model_channels,
-            channel_mult=list(channel_mult),
-            num_res_blocks=num_res_blocks,
-            attention_levels=list(attention_levels),
-            num_heads=num_heads,
-            context_dim=self.text.dim,
-            pooled_dim=self.text.pooled_dim,
-            dropout=dropout,
-            checkpoint=gradient_checkpointing,
-            position_bands=position_bands,
-        )
+        net = keyframe_unet(self.hparams, self.autoencoder.latent_channels, self.text)
         self.denoiser = Denoiser(net, sigma_data)
-        use_ema = ema_decay > 0
-        self.ema_net = copy.deepcopy(net).requires_grad_(False).eval() if use_ema else None
-        self.ema_text = (
-            copy.deepcopy(self.text).requires_grad_(False).eval()
-            if use_ema and not self.text.frozen
-            else None
-        )
+        self.ema_net, self.ema_text = ema_copies(net, self.text) if ema_decay > 0 else (None, None)
         self._initialised = False
         self.trained_words: set[str] = set()  # words of the captions trained on
         self.trained_subjects: set[str] | None = None  # subjects the init_from model recorded
@@ -469,173 +311,11 @@ class KeyframeModule(L.LightningModule):
         elif log_dir:
             _write_png(Path(log_dir) / "samples" / f"step_{step:07d}.png", grid)
 
-    # ---- sampling -----------------------------------------------------------------------------
+    # ---- sampling: keyframe.inference's functions, with the module as their first argument ---
 
-    def latent_size(self, size: int | Sequence[int] | None = None) -> tuple[int, int]:
-        """Latent (h, w) for an image size (int or (h, w); default image_size); a UserError
-        unless both sides are positive multiples of `size_multiple`."""
-        size = self.hparams.image_size if size is None else size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        m = self.size_multiple
-        if min(h, w) < 1 or h % m or w % m:
-            raise UserError(f"size: {h}x{w} must be positive multiples of {m} for this model")
-        largest = MAX_SIZE_FACTOR * self.hparams.image_size
-        if max(h, w) > largest:
-            raise UserError(
-                f"size: {h}x{w} is more than {MAX_SIZE_FACTOR}x the {self.hparams.image_size} px "
-                f"this model was trained at (at most {largest} px a side)"
-            )
-        return h // self.autoencoder.factor, w // self.autoencoder.factor
-
-    @torch.no_grad()
-    def sample(
-        self,
-        prompts: str | Sequence[str],
-        negative_prompts: str | Sequence[str] | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        sampler: str | None = None,
-        seed: int | None = None,
-        generator: Generator = None,
-        size: int | Sequence[int] | None = None,
-        callback: Callback | None = None,
-        anchor: int | Sequence[int] | None = None,
-        noise_share: float = 0.0,
-        place: bool | None = None,
-    ) -> torch.Tensor:
-        """Images for prompts, float `b c h w` in [-1, 1] on the CPU, with the EMA weights.
-
-        Guidance runs cond and uncond in one batch; the uncond prompt is the negative prompt
-        ("" if none). Image i uses seed + i (CPU generators, so a seed gives the same noise on
-        every device); `generator` (one, or one per image) replaces the seed; with neither the
-        global RNG is used. Steps, guidance and sampler default to the sample_* hyperparameters.
-
-        `anchor` (an index, or one per image) turns on training-free consistency
-        (`keyframe.consistency`): each image attends to its anchor's self-attention keys and
-        values and starts from noise sharing `noise_share` of the anchor's; anchors come out as
-        they would alone.
-
-        `place` puts each subject a prompt places ("a red circle at the top left", "... and a
-        blue square on the right") in that cell of a 3x3 grid (`keyframe.layout`): where an
-        image's subject lands elsewhere, or is drawn twice, its patch of noise is moved (or
-        drawn afresh) and the image drawn again, up to PLACE_ROUNDS times (the best draw is
-        kept). Not with `anchor`; None: the sample_place hyperparameter (off when anchored).
-        """
-        hp = self.hparams
-        prompts = _prompt_list(prompts, "prompt")
-        if not prompts:
-            raise UserError("prompts: expected at least one prompt")
-        n = len(prompts)
-        if negative_prompts is None or isinstance(negative_prompts, str):
-            negatives = [negative_prompts or ""] * n
-        else:
-            negatives = _prompt_list(negative_prompts, "negative prompt")
-            if len(negatives) != n:
-                raise UserError(
-                    f"negative prompts: expected {n} (one per prompt), got {len(negatives)}"
-                )
-        steps = hp.sample_steps if steps is None else steps
-        guidance = hp.sample_guidance if guidance is None else guidance
-        sampler = hp.sample_sampler if sampler is None else sampler
-        check_sampling_options(steps, guidance, sampler)
-        height, width = self.latent_size(size)
-        if generator is None and seed is not None:
-            generator = image_generators(seed, n)
-        start: tuple[int, ...] | torch.Tensor = (n, self.latent_channels, height, width)
-        anchors = None
-        if anchor is not None:
-            anchors = anchor_list(anchor, n)
-        elif noise_share:
-            raise UserError("noise share: needs an anchor")
-        if place is None:
-            place = bool(hp.sample_place) and anchors is None
-        if place and anchors is not None:
-            raise UserError("place: cannot be combined with an anchor (consistency) yet")
-
-        was_training = self.training
-        self.eval()
-        try:
-            both = self.encode_text(negatives + prompts, ema=True)
-            uncond = {k: v[:n] for k, v in both.items()}
-            cond = {k: v[n:] for k, v in both.items()}
-            denoiser = self.sampling_denoiser()
-            guided = cfg_denoiser(_float32_io(denoiser), cond, uncond, guidance)
-            anchoring = contextlib.nullcontext()
-            if anchors is not None:
-                start = share_noise(randn(start, generator, self.device), anchors, noise_share)
-                anchoring = anchored_attention(denoiser, anchors)
-            if place:
-                start = randn(start, generator, self.device)
-
-            def draw(noise, index: list[int] | None = None) -> torch.Tensor:
-                """Latents from noise, for the samples at `index` (all if None)."""
-                gen, run = generator, guided
-                if index is not None:
-                    pick = {k: v[index] for k, v in cond.items()}
-                    unpick = {k: v[index] for k, v in uncond.items()}
-                    run = cfg_denoiser(_float32_io(denoiser), pick, unpick, guidance)
-                    gen = [generator[i] for i in index] if isinstance(generator, Sequence) else gen
-                with anchoring:
-                    return run_sampler(
-                        run, noise, steps, sampler, generator=gen, callback=callback,
-                        device=self.device,
-                    )  # fmt: skip
-
-            latents = draw(start)
-            if place:
-                latents = self._place(draw, start, latents, prompts, generator)
-            images = self.autoencoder.decode(latents)
-        finally:
-            self.train(was_training)
-        return images.float().clamp(-1, 1).cpu()
-
-    def _place(
-        self,
-        draw: Callable[..., torch.Tensor],
-        noise: torch.Tensor,
-        latents: torch.Tensor,
-        prompts: Sequence[str],
-        generator: Generator = None,
-    ) -> torch.Tensor:
-        """`latents` drawn from `noise`, redrawn where a prompt's placed subjects are outside
-        their cells or drawn twice, from noise with their patches moved (see `sample`); each
-        sample keeps its best round. `generator`: fresh noise for removed copies."""
-        plans = [layout.prompt_subjects(p) for p in prompts]
-        todo = [i for i, subjects in enumerate(plans) if subjects]
-        if not todo:
-            return latents
-        best = latents.clone()
-        score = dict.fromkeys(todo, float("inf"))
-        current = latents[todo]  # the latents of the samples in `todo`, in its order
-        for round_ in range(PLACE_ROUNDS + 1):
-            images = to_uint8(self.autoencoder.decode(current))
-            redo = []
-            for row, (image, i) in enumerate(zip(images, todo, strict=True)):
-                fit = layout.fit_subjects(plans[i], layout.subject_regions(image))
-                if fit.score < score[i]:
-                    score[i] = fit.score
-                    best[i] = current[row]
-                if fit.score > 0 and round_ < PLACE_ROUNDS:
-                    own = generator[i] if isinstance(generator, Sequence) else generator
-                    moved = layout.move_subjects(noise[i].cpu(), fit, own)
-                    noise[i] = moved.to(noise)
-                    redo.append(i)
-            if not redo:
-                break
-            todo, current = redo, draw(noise[redo], redo)
-        return best
-
-
-def _float32_io(denoiser: Denoiser) -> Callable[..., torch.Tensor]:
-    """The denoiser on inputs in its own dtype (e.g. fp16 weights) with float32 results, so the
-    samplers always integrate in float32."""
-    dtype = next(denoiser.parameters()).dtype
-
-    def denoise(x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
-        cond = {k: v.to(dtype) if v.is_floating_point() else v for k, v in cond.items()}
-        return denoiser(x.to(dtype), sigma, **cond).float()
-
-    return denoise
+    latent_size = inference.latent_size
+    sample = inference.sample
+    _place = inference.place_subjects
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:

@@ -21,15 +21,16 @@ from typing import Any, TypeVar
 import torch
 
 from keyframe import int8 as int8_weights
-from keyframe.autoencoder import (
-    Autoencoder,
+from keyframe.autoencoder import Autoencoder
+from keyframe.autoencoder_files import (
     autoencoder_record,
     build_autoencoder,
     first_different_weight,
 )
 from keyframe.errors import UserError
 from keyframe.files import atomic_write, load_checkpoint
-from keyframe.module import KeyframeModule, prebuilt_autoencoder
+from keyframe.module import KeyframeModule
+from keyframe.stage import prebuilt_autoencoder
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

@@ -28,6 +28,7 @@ from keyframe.layers import (
 )
 
 TemporalFactory = Callable[[int], nn.Module]
+BlockFactory = Callable[[int, int, bool], "UNetBlock"]  # block(in, out, attention)
 
 
 class UNetBlock(nn.Module):
@@ -76,6 +77,33 @@ class UNetBlock(nn.Module):
         return h
 
 
+def _block_factory(
+    emb_dim: int,
+    num_heads: int,
+    head_dim: int | None,
+    context_dim: int | None,
+    dropout: float,
+    temporal_layer: TemporalFactory | None,
+    position_bands: int,
+) -> BlockFactory:
+    """block(in_channels, out_channels, attention) -> a UNetBlock with these settings; heads are
+    `head_dim` wide if given, else `num_heads` of them."""
+
+    def heads(channels: int) -> tuple[int, int]:
+        if head_dim is not None:
+            return max(channels // head_dim, 1), head_dim
+        return num_heads, max(channels // num_heads, 1)
+
+    def block(cin: int, cout: int, attention: bool) -> UNetBlock:
+        n, d = heads(cout)
+        return UNetBlock(
+            cin, cout, emb_dim, attention, n, d, context_dim, dropout, temporal_layer,
+            position_bands,
+        )  # fmt: skip
+
+    return block
+
+
 class UNet(nn.Module):
     """Noise-conditioned U-Net with optional text cross-attention and optional temporal layers.
 
@@ -114,58 +142,74 @@ class UNet(nn.Module):
         self.num_levels = len(channel_mult)
         self.checkpoint = checkpoint
         self.emb_dim = emb_dim = 4 * model_channels
+        block = _block_factory(
+            emb_dim, num_heads, head_dim, context_dim, dropout, temporal_layer, position_bands
+        )
 
-        def heads(channels: int) -> tuple[int, int]:
-            if head_dim is not None:
-                return max(channels // head_dim, 1), head_dim
-            return num_heads, max(channels // num_heads, 1)
-
-        def block(cin: int, cout: int, attention: bool) -> UNetBlock:
-            n, d = heads(cout)
-            return UNetBlock(
-                cin, cout, emb_dim, attention, n, d, context_dim, dropout, temporal_layer,
-                position_bands,
-            )  # fmt: skip
-
+        # Modules are made in forward order (their parameters draw the RNG in this order).
         self.time_embed = nn.Sequential(
             nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
         self.pooled_embed = nn.Linear(pooled_dim, emb_dim) if pooled_dim else None
         self.conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
+        self.down_blocks, self.downsamplers, skip_channels = self._encoder(
+            block, channel_mult, num_res_blocks, attention_levels
+        )
+        ch = skip_channels[-1]  # the deepest level's channels
+        deepest_attention = (self.num_levels - 1) in attention_levels
+        self.mid_blocks = nn.ModuleList([block(ch, ch, deepest_attention), block(ch, ch, False)])
+        self.up_blocks, self.upsamplers, ch = self._decoder(
+            block, ch, skip_channels, channel_mult, num_res_blocks, attention_levels
+        )
+        self.norm_out = group_norm(ch)
+        self.conv_out = zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
 
-        # Encoder: skip_channels records every feature map the decoder will concatenate.
-        ch = model_channels
+    def _encoder(
+        self,
+        block: BlockFactory,
+        channel_mult: Sequence[int],
+        num_res_blocks: int,
+        attention_levels: set[int],
+    ) -> tuple[nn.ModuleList, nn.ModuleList, list[int]]:
+        """The down path: per level, its blocks and (but the last) a downsampler; and the
+        channels of every feature map the decoder will concatenate, the input conv's first."""
+        ch = self.model_channels
         skip_channels = [ch]
-        self.down_blocks = nn.ModuleList()
-        self.downsamplers = nn.ModuleList()
+        down_blocks, downsamplers = nn.ModuleList(), nn.ModuleList()
         for level, mult in enumerate(channel_mult):
             blocks = nn.ModuleList()
             for _ in range(num_res_blocks):
-                blocks.append(block(ch, model_channels * mult, level in attention_levels))
-                ch = model_channels * mult
+                blocks.append(block(ch, self.model_channels * mult, level in attention_levels))
+                ch = self.model_channels * mult
                 skip_channels.append(ch)
-            self.down_blocks.append(blocks)
+            down_blocks.append(blocks)
             if level < self.num_levels - 1:
-                self.downsamplers.append(Downsample(ch))
+                downsamplers.append(Downsample(ch))
                 skip_channels.append(ch)
+        return down_blocks, downsamplers, skip_channels
 
-        deepest_attention = (self.num_levels - 1) in attention_levels
-        self.mid_blocks = nn.ModuleList([block(ch, ch, deepest_attention), block(ch, ch, False)])
-
-        self.up_blocks = nn.ModuleList()
-        self.upsamplers = nn.ModuleList()
+    def _decoder(
+        self,
+        block: BlockFactory,
+        ch: int,
+        skip_channels: list[int],
+        channel_mult: Sequence[int],
+        num_res_blocks: int,
+        attention_levels: set[int],
+    ) -> tuple[nn.ModuleList, nn.ModuleList, int]:
+        """The up path from `ch` channels: per level, deepest first, its blocks (each takes a
+        skip from `skip_channels`, popped) and (but the last) an upsampler; and its channels."""
+        up_blocks, upsamplers = nn.ModuleList(), nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             blocks = nn.ModuleList()
             for _ in range(num_res_blocks + 1):
                 cin = ch + skip_channels.pop()
-                blocks.append(block(cin, model_channels * mult, level in attention_levels))
-                ch = model_channels * mult
-            self.up_blocks.append(blocks)
+                blocks.append(block(cin, self.model_channels * mult, level in attention_levels))
+                ch = self.model_channels * mult
+            up_blocks.append(blocks)
             if level > 0:
-                self.upsamplers.append(Upsample(ch))
-
-        self.norm_out = group_norm(ch)
-        self.conv_out = zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+                upsamplers.append(Upsample(ch))
+        return up_blocks, upsamplers, ch
 
     def _embedding(
         self,

@@ -47,7 +47,7 @@ def _animatic(argv: Sequence[str], threads: int) -> float:
 
 
 def _storyboard_shots(folder: Path, keyframe_model: str) -> Path:
-    from pipeline.evaluate import keyframe_prompts
+    from pipeline.eval_keyframe import keyframe_prompts
 
     prompts = [caption for caption, _ in keyframe_prompts(PANELS - 2, 2, seed=5)]
     shots = {
@@ -62,11 +62,54 @@ def _storyboard_shots(folder: Path, keyframe_model: str) -> Path:
 
 
 def _keys(folder: Path) -> list[Path]:
-    from pipeline.evaluate import tween_clips
+    from pipeline.eval_tween import tween_clips
     from pipeline.io import write_png
 
     clip = tween_clips(1, 64, BETWEEN + 2, seed=5)[0]
     return [write_png(folder / f"key{i}.png", clip.frames[f]) for i, f in enumerate((0, -1))]
+
+
+def _jobs(root: Path, keyframe_model: str, tween_model: str) -> dict[str, Callable[[int], list]]:
+    """Each job's `animatic` command lines for run i (each run writes to its own folder)."""
+    shots = _storyboard_shots(root, keyframe_model)
+    keys = [str(p) for p in _keys(root)]
+    return {
+        f"storyboard, {PANELS} panels at 64 px": lambda i: [
+            ["storyboard", str(shots), "--out", str(root / f"board{i}"), "--quiet"]
+        ],
+        f"tween, {BETWEEN} in-betweens between two 64 px keys": lambda i: [
+            [
+                "tween",
+                *keys,
+                "--out",
+                str(root / f"tween{i}"),
+                "--between",
+                str(BETWEEN),
+                "--model",
+                tween_model,
+            ]
+        ],  # fmt: skip
+        "README main job: storyboard + MP4 film of examples/shapes_film.yaml": lambda i: [
+            [
+                "storyboard",
+                str(EXAMPLE),
+                "--out",
+                str(root / f"film{i}"),
+                "--quiet",
+                "--keyframe-model",
+                keyframe_model,
+            ],
+            [
+                "render",
+                str(root / f"film{i}"),
+                "--out",
+                str(root / f"film{i}.mp4"),
+                "--tween-model",
+                tween_model,
+                "--quiet",
+            ],
+        ],  # fmt: skip
+    }
 
 
 def bench_pipeline(
@@ -80,45 +123,7 @@ def bench_pipeline(
     rows = []
     with tempfile.TemporaryDirectory(prefix="animatic-bench-") as tmp:
         root = Path(tmp)
-        shots = _storyboard_shots(root, keyframe_model)
-        keys = [str(p) for p in _keys(root)]
-        jobs = {
-            f"storyboard, {PANELS} panels at 64 px": lambda i: [
-                ["storyboard", str(shots), "--out", str(root / f"board{i}"), "--quiet"]
-            ],
-            f"tween, {BETWEEN} in-betweens between two 64 px keys": lambda i: [
-                [
-                    "tween",
-                    *keys,
-                    "--out",
-                    str(root / f"tween{i}"),
-                    "--between",
-                    str(BETWEEN),
-                    "--model",
-                    tween_model,
-                ]
-            ],  # fmt: skip
-            "README main job: storyboard + MP4 film of examples/shapes_film.yaml": lambda i: [
-                [
-                    "storyboard",
-                    str(EXAMPLE),
-                    "--out",
-                    str(root / f"film{i}"),
-                    "--quiet",
-                    "--keyframe-model",
-                    keyframe_model,
-                ],
-                [
-                    "render",
-                    str(root / f"film{i}"),
-                    "--out",
-                    str(root / f"film{i}.mp4"),
-                    "--tween-model",
-                    tween_model,
-                    "--quiet",
-                ],
-            ],  # fmt: skip
-        }
+        jobs = _jobs(root, keyframe_model, tween_model)
         for what, commands in jobs.items():
             runs = []
             for i in range(repeats):

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("pipeline.export", "turn a training checkpoint into a small inference folder"),
     "keyframe": ("pipeline.keyframe_cmd", "draw keyframe images from a text prompt (stage 1)"),
     "render": ("pipeline.render", "render a shot list or storyboard to MP4, GIF or PNG frames"),
+    "shard": ("pipeline.shard_cmd", "pack a dataset into tar shards for large-scale training"),
     "storyboard": ("pipeline.storyboard", "draw one keyframe per panel of a shot list"),
     "tween": ("pipeline.tween", "fill in the frames between key images (stage 2)"),
     "train": (

@@ -189,7 +189,7 @@ def key_positions(length: int, gap: int) -> list[int]:
 
 def score(tween: Tween, shots: list[Shot], gap: int, line_art: bool = False) -> dict | None:
     """Mean scores of `tween` over every in-between of every shot long enough for `gap`."""
-    from keyframe.autoencoder import psnr, ssim
+    from keyframe.frame_metrics import psnr, ssim
     from keyframe.pixels import from_uint8
 
     sums = {"psnr": 0.0, "ssim": 0.0, "paper": 0.0, "chamfer": 0.0}

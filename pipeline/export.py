@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from keyframe.autoencoder import (
-    Autoencoder,
+from keyframe.autoencoder import Autoencoder
+from keyframe.autoencoder_files import (
     first_different_weight,
     load_autoencoder,
     save_autoencoder,

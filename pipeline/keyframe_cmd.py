@@ -88,7 +88,7 @@ def output_paths(out: Path, num: int) -> list[Path]:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Fail on bad options before the model loads."""
-    from keyframe.module import MAX_SAMPLE_STEPS, check_sampling_options
+    from keyframe.inference import MAX_SAMPLE_STEPS, check_sampling_options
     from keyframe.sampling import SAMPLERS
 
     if Path(args.out).suffix.lower() != ".png":

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from interpolate.flow import key_span, warp
-from interpolate.paths import HOLE_RADIUS, PathFrames, splat
+from interpolate.paths import PathFrames
+from interpolate.splatting import HOLE_RADIUS, splat
 from pipeline import media
 
 WORK_SIDE = 512  # motion is found on stand-ins at most this many px across, then carried at size

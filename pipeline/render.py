@@ -18,18 +18,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import inspect
-import json
 import os
-import secrets
 import shutil
-import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,343 +31,20 @@ from tqdm import tqdm
 
 from keyframe.errors import UserError
 from pipeline import editorial, io, locks, safety
-from pipeline.devices import resolve_device
+from pipeline.render_models import TweenFn, load_tween_model
+from pipeline.render_output import PARTS_MARKER, output_kind, parts_folder, work_folder, write_film
+from pipeline.render_segments import DEFAULT_CONTEXT, SegmentCache, SegmentJob, film_frames
 from pipeline.shotlist import ShotList, load_shotlist
-from pipeline.storyboard import (
+from pipeline.storyboard import add_keyframe_model_argument, storyboard
+from pipeline.storyboard_manifest import (
     MANIFEST,
-    KeyframeFn,
-    add_keyframe_model_argument,
+    Storyboard,
     load_storyboard,
-    model_id,
-    model_name,
     plan_from_manifest,
     read_manifest,
-    storyboard,
 )
-from pipeline.timeline import FramePlan, Segment, animatic_frames
-
-# keys uint8 (k, h, w, 3), their frame numbers, the window's length, a seed -> every frame of
-# the window, uint8 (num_frames, h, w, 3). A TweenFn that accepts `prompt=` and/or `fps=`
-# keywords gets the panel's prompt and the film's frame rate; `model_id` names it in hashes.
-TweenFn = Callable[..., np.ndarray]
-
-BASELINES = ("crossfade", "flow")
-PARTS_MARKER = ".animatic-parts"
-DEFAULT_CONTEXT = 2
-
-
-# ---------------------------------------------------------------------------------------------
-# Tween models
-
-
-def _baseline(name: str) -> TweenFn:
-    """A model-free preview: ``crossfade``, or ``flow``, the flow in-betweens along parabolic
-    paths that the shipped interpolator starts from (eval's `flow-paths`: a fraction of plain
-    optical flow's double images)."""
-    from pipeline import baselines
-
-    tween = baselines.crossfade if name == "crossfade" else baselines.flow_paths
-
-    def run(keys: np.ndarray, positions: list[int], num_frames: int, seed: int) -> np.ndarray:
-        return tween(keys, positions, num_frames)
-
-    run.model_id = "flow-paths" if name == "flow" else name
-    return run
-
-
-def pretrained_tween(name: str, device: str | None = None) -> TweenFn:
-    """A trained interpolation model (name or path) as a TweenFn."""
-    import torch
-
-    from interpolate.inbetween import interpolate
-    from interpolate.module import InterpolateModule
-
-    try:
-        model = InterpolateModule.from_pretrained(name, device=resolve_device(device))
-    except UserError as err:
-        hint = "for a preview use --tween-model crossfade or flow, or --animatic"
-        raise UserError(f"interpolation {err}; {hint}") from None
-    reads_text = model.text is not None
-
-    def run(keys, positions, num_frames, seed, prompt=None, fps=None) -> np.ndarray:
-        pixels = torch.stack([torch.from_numpy(io.from_uint8_rgb(key)) for key in keys])
-        prompt = prompt if reads_text else None
-        video = interpolate(model, pixels, positions, num_frames, seed=seed, prompt=prompt, fps=fps)
-        return np.stack([io.to_uint8_rgb(video[:, f]) for f in range(video.shape[1])])
-
-    run.model_id = model_name(name)
-    return run
-
-
-def general_tween(name: str, device: str | None = None) -> TweenFn:
-    """A general interpolator (name or path) as a TweenFn: frames at the panels' own size."""
-    from interpolate.general.pipeline import GeneralInterpolator
-
-    pipe = GeneralInterpolator.from_pretrained(name, device=resolve_device(device))
-    if not pipe.trained:
-        print(f"animatic render: note: {name}: no trained motion network in this model; motion "
-              "is its flow init (DIS flow between the keys)", file=sys.stderr)  # fmt: skip
-
-    def run(keys, positions, num_frames, seed) -> np.ndarray:
-        floats = [k.astype(np.float32) / 255 for k in keys]
-        frames = pipe(floats, positions, num_frames, seed=seed)
-        return np.stack([np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8) for f in frames])
-
-    run.model_id = model_name(name)
-    return run
-
-
-def load_tween_model(name: str, device: str | None = None) -> TweenFn:
-    """A TweenFn by name: a baseline (``crossfade``, ``flow``), a general interpolator, or a
-    shapes-world interpolation model (name or path)."""
-    from interpolate.general.names import is_general
-
-    if name in BASELINES:
-        return _baseline(name)
-    if is_general(name):
-        return general_tween(name, device)
-    return pretrained_tween(name, device)
-
-
-def _accepted(fn: Callable, names: Sequence[str]) -> set[str]:
-    """Which of the keyword arguments ``names`` the callable takes."""
-    try:
-        parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return set()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return set(names)
-    return {name for name in names if name in parameters}
-
-
-# ---------------------------------------------------------------------------------------------
-# Segments: pure frames in, frames out (with an optional cache)
-
-
-@dataclass(frozen=True)
-class SegmentJob:
-    """One model call: known frames (context, then the keys) at positions in a window; the
-    segment's frames are ``window[take_start : take_start + segment.num_frames]``."""
-
-    index: int
-    segment: Segment
-    keys: np.ndarray
-    positions: tuple[int, ...]
-    num_frames: int
-    take_start: int
-    seed: int
-    prompt: str | None
-    key: str = field(default="", compare=False)
-
-
-def segment_hash(job: SegmentJob, model: str, fps: float, kwargs: set[str]) -> str:
-    """Content hash of everything that decides a segment's frames."""
-    digest = hashlib.sha256()
-    meta = {
-        "kind": job.segment.kind,
-        "positions": list(job.positions),
-        "num_frames": job.num_frames,
-        "take": [job.take_start, job.segment.num_frames],
-        "seed": job.seed,
-        "model": model,
-        "prompt": job.prompt if "prompt" in kwargs else None,
-        "fps": fps if "fps" in kwargs else None,
-        "shape": list(job.keys.shape),
-    }
-    digest.update(json.dumps(meta, sort_keys=True).encode())
-    digest.update(np.ascontiguousarray(job.keys).tobytes())
-    return digest.hexdigest()
-
-
-class SegmentCache:
-    """Finished segments as ``folder/segment_NNN-<hash>.npz`` (lossless), found by hash."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def _name(self, index: int, key: str) -> Path:
-        return self.folder / f"segment_{index:03d}-{key[:16]}.npz"
-
-    def get(self, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        for path in sorted(self.folder.glob(f"segment_*-{key[:16]}.npz")):
-            try:
-                with np.load(path) as data:
-                    if str(data["key"]) == key and data["frames"].shape == shape:
-                        return data["frames"]
-            except (OSError, ValueError, KeyError):
-                continue  # a damaged part is redone
-        return None
-
-    def put(self, index: int, key: str, frames: np.ndarray) -> None:
-        with io.atomic_path(self._name(index, key)) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, frames=frames, key=np.array(key))
-
-
-def shot_starts(plan: FramePlan) -> list[int]:
-    """For each frame, the first frame of its shot (a shot ends at every cut)."""
-    starts, start, previous = [], 0, None
-    for segment in plan.segments:
-        if segment.kind == "hold" and previous in (None, "cut"):
-            start = segment.start_frame
-        starts.extend([start] * segment.num_frames)
-        previous = segment.kind
-    return starts
-
-
-def film_frames(
-    plan: FramePlan,
-    images: Sequence[np.ndarray],
-    tween: TweenFn,
-    seeds: Sequence[int],
-    prompts: Sequence[str | None] | None = None,
-    context: int = DEFAULT_CONTEXT,
-    cache: SegmentCache | None = None,
-    on_segment: Callable[[SegmentJob, bool], None] | None = None,
-) -> Iterator[np.ndarray]:
-    """Every frame of the film in order, uint8 (h, w, 3); keys are the panel images exactly.
-
-    A tween's window holds up to ``context`` frames already made before its first key (never
-    across a cut), that key, its in-betweens and the next key; a cut's window is the same
-    without a next key. ``seeds``/``prompts`` are per panel (a segment takes its first
-    panel's). ``on_segment(job, reused)`` follows each model segment.
-    """
-    if len(images) != len(plan.keys) or len(seeds) != len(plan.keys):
-        raise ValueError(f"{len(plan.keys)} panels, {len(images)} images, {len(seeds)} seeds")
-    prompts = list(prompts) if prompts is not None else [None] * len(images)
-    kwargs = _accepted(tween, ("prompt", "fps"))
-    model = model_id(tween)
-    starts = shot_starts(plan)
-    recent: deque[np.ndarray] = deque(maxlen=max(context, 0) + 1)
-    for index, segment in enumerate(plan.segments):
-        if segment.kind == "hold":
-            frames = [images[segment.from_panel]] * segment.num_frames
-        else:
-            job = _job(index, segment, images, seeds, prompts, recent, starts, context)
-            job = replace(job, key=segment_hash(job, model, plan.fps, kwargs))
-            shape = (segment.num_frames, *images[0].shape)
-            frames = cache.get(job.key, shape) if cache is not None else None
-            reused = frames is not None
-            if frames is None:
-                frames = _run_tween(tween, job, kwargs, plan.fps)
-                if cache is not None:
-                    cache.put(index, job.key, frames)
-            if on_segment is not None:
-                on_segment(job, reused)
-        for image in frames:
-            recent.append(image)
-            yield image
-
-
-def _job(index, segment, images, seeds, prompts, recent, starts, context) -> SegmentJob:
-    first = segment.start_frame - 1  # the hold's last frame: the first key of the window
-    lead = min(max(context, 0), first - starts[first], len(recent) - 1)
-    known = [recent[-2 - i] for i in reversed(range(lead))]
-    known.append(images[segment.from_panel])
-    n = segment.num_frames
-    if segment.kind == "tween":
-        known.append(images[segment.to_panel])
-        positions = (*range(lead + 1), lead + n + 1)
-        total = lead + n + 2
-    else:
-        positions = tuple(range(lead + 1))
-        total = lead + 1 + n
-    return SegmentJob(
-        index=index,
-        segment=segment,
-        keys=np.stack(known),
-        positions=positions,
-        num_frames=total,
-        take_start=lead + 1,
-        seed=int(seeds[segment.from_panel]),
-        prompt=prompts[segment.from_panel],
-    )
-
-
-def _run_tween(tween: TweenFn, job: SegmentJob, kwargs: set[str], fps: float) -> np.ndarray:
-    extra = {"prompt": job.prompt, "fps": fps}
-    frames = tween(
-        job.keys,
-        list(job.positions),
-        job.num_frames,
-        job.seed,
-        **{k: v for k, v in extra.items() if k in kwargs},
-    )
-    frames = np.asarray(frames)
-    expected = (job.num_frames, *job.keys.shape[1:])
-    if frames.dtype != np.uint8 or frames.shape != expected:
-        raise ValueError(
-            f"tween model {model_id(tween)}: expected uint8 {expected}, "
-            f"got {frames.dtype} {frames.shape}"
-        )
-    part = frames[job.take_start : job.take_start + job.segment.num_frames]
-    return np.ascontiguousarray(part)
-
-
-# ---------------------------------------------------------------------------------------------
-# Output
-
-
-def output_kind(path: Path) -> str:
-    """``mp4``, ``gif``, ``mov``, ``cut`` (editorial) or ``png`` (a folder), from the name."""
-    suffix = path.suffix.lower()
-    if suffix in (".mp4", ".gif", ".mov"):
-        return suffix[1:]
-    if editorial.is_cut(path):
-        return "cut"
-    if suffix == "" or path.is_dir():
-        return "png"
-    raise UserError(
-        f"{path}: unsupported output format '{path.suffix}'; expected .mp4, .gif, .mov "
-        "(ProRes), .otio / .edl / .xml (a cut: one file per shot), or a folder for PNGs"
-    )
-
-
-def write_film(
-    path: Path, frames: Iterator[np.ndarray], fps: float, overwrite: bool = False
-) -> list[Path]:
-    """Write frames by the output's kind; a new PNG sequence folder appears only when complete."""
-    kind = output_kind(path)
-    if kind != "png" or path.exists():
-        return io.write_video(path, frames, fps, overwrite=overwrite)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        written = io.write_png_sequence(tmp, frames, name=path.name)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [path / p.name for p in written]
-
-
-def parts_folder(out: Path) -> Path:
-    """The default work folder of an output: ``film.mp4`` -> ``film.mp4.parts``."""
-    return out.with_name(out.name + ".parts")
-
-
-@contextmanager
-def work_folder(folder: Path) -> Iterator[Path]:
-    """Create (or reopen) a render's work folder; refuse a folder animatic did not make.
-
-    If the render fails before anything worth resuming from is stored, the folder goes again.
-    """
-    marker = folder / PARTS_MARKER
-    if folder.exists() and not marker.is_file():
-        if not folder.is_dir():
-            raise UserError(f"{folder}: is a file; expected a work folder")
-        if any(folder.iterdir()):
-            raise UserError(f"{folder}: exists and is not an animatic work folder; pick --work")
-    folder.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    try:
-        yield folder
-    except BaseException:
-        if {p.name for p in folder.iterdir()} <= {PARTS_MARKER}:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Render
+from pipeline.storyboard_models import KeyframeFn, model_id
+from pipeline.timeline import FramePlan, animatic_frames
 
 
 @dataclass(frozen=True)
@@ -435,7 +106,41 @@ def render(
     for resuming.
     """
     started = time.perf_counter()
+    # 1. check the output and the options, before any work
     out = Path(out)
+    kind, is_board = _check_options(source, out, storyboard_dir, context, overwrite)
+    parts = Path(work_dir) if work_dir is not None else parts_folder(out)
+    with work_folder(parts):
+        # 2. read the shot list, then load the tween model: a bad name fails before any drawing
+        shots = None if is_board else _shotlist(source)
+        tween = None if animatic else _tween_model(tween_model, shots, source, device)
+        # 3. draw the storyboard (reusing panels whose hashes match), or read the given folder
+        if is_board:
+            board = load_storyboard(source)
+        else:
+            board_dir = Path(storyboard_dir) if storyboard_dir is not None else parts / "storyboard"
+            board = storyboard(shots, board_dir, keyframe_model=keyframe_model, device=device,
+                               verbose=verbose, force=force)  # fmt: skip
+        board_s = time.perf_counter() - started
+        # 4. plan the frames; the model makes them segment by segment as step 5 writes them
+        plan = plan_from_manifest(board.manifest)
+        frames, tween_name, segments = _frames(plan, board, tween, dissolve, context, parts)
+        # 5. write the film
+        files = _write(out, kind, frames, plan, board.manifest, overwrite, verbose)
+    # 6. write the sidecar, and remove the work folder unless asked to keep it
+    source_name = str(board.folder if is_board else board.manifest["shotlist"])
+    record = _record(out, board.manifest, plan, source=source_name, animatic=animatic,
+                     tween=tween_name, context=context, segments=segments,
+                     times=(started, board_s))  # fmt: skip
+    io.write_sidecar(out, record)
+    if not keep_parts:
+        shutil.rmtree(parts, ignore_errors=True)
+    return RenderResult(out, files, record, plan.num_frames)
+
+
+def _check_options(source, out: Path, storyboard_dir, context: int, overwrite) -> tuple[str, bool]:
+    """Refuse an output that cannot be written and options that do not fit the input; the
+    output's kind (render_output.output_kind) and whether the input is a storyboard folder."""
     kind = output_kind(out)
     io.check_writable(out, overwrite, folder=kind == "png")
     if kind == "cut":
@@ -445,58 +150,81 @@ def render(
         raise UserError("--storyboard is for shot lists; the input is already a storyboard folder")
     if context < 0:
         raise UserError(f"context: expected a whole number >= 0, got {context}")
-    parts = Path(work_dir) if work_dir is not None else parts_folder(out)
-    with work_folder(parts):
-        shots = None
-        if not is_board:
-            shots = source if isinstance(source, ShotList) else load_shotlist(source)
-        tween = None
-        if not animatic:  # loaded first: a bad model name fails before any keyframe is drawn
-            if tween_model is None:
-                tween_model = shots.interpolate_model if shots else _board_models(source)
-            tween = (
-                load_tween_model(tween_model, device)
-                if isinstance(tween_model, str)
-                else tween_model
-            )
-        if is_board:
-            board = load_storyboard(source)
-        else:
-            board_dir = Path(storyboard_dir) if storyboard_dir is not None else parts / "storyboard"
-            board = storyboard(shots, board_dir, keyframe_model=keyframe_model, device=device,
-                               verbose=verbose, force=force)  # fmt: skip
-        board_s = time.perf_counter() - started
-        manifest = board.manifest
-        plan = plan_from_manifest(manifest)
-        segments: list[dict] = []
-        if tween is None:
-            frames = animatic_frames(plan, board.images, dissolve=dissolve)
-            tween_name = "animatic (dissolve)" if dissolve else "animatic"
-        else:
-            tween_name = model_id(tween)
+    return kind, is_board
 
-            def note(job: SegmentJob, reused: bool) -> None:
-                segments.append({**_segment_record(job), "reused": reused})
 
-            frames = film_frames(
-                plan,
-                board.images,
-                tween,
-                seeds=[int(p["seed"]) for p in manifest["panels"]],
-                prompts=[p.get("prompt") for p in manifest["panels"]],
-                context=context,
-                cache=SegmentCache(parts),
-                on_segment=note,
-            )
-        quiet = None if verbose else True
-        with tqdm(total=plan.num_frames, desc="render", unit="frame", disable=quiet) as bar:
-            if kind == "cut":
-                files = editorial.write_cut(out, _counted(frames, bar), plan, manifest, overwrite)
-            else:
-                files = write_film(out, _counted(frames, bar), manifest["fps"], overwrite=overwrite)
-    record = {
+def _shotlist(source) -> ShotList:
+    """The shot list given, or read from its YAML file."""
+    return source if isinstance(source, ShotList) else load_shotlist(source)
+
+
+def _tween_model(tween_model, shots: ShotList | None, source, device) -> TweenFn:
+    """The tween model to use: the one given (a name or a callable), else the input's own."""
+    if tween_model is None:
+        tween_model = shots.interpolate_model if shots else _board_models(source)
+    return load_tween_model(tween_model, device) if isinstance(tween_model, str) else tween_model
+
+
+def _board_models(folder) -> str:
+    """The tween model a storyboard folder names."""
+    manifest = read_manifest(Path(folder))
+    if manifest is None:
+        raise UserError(f"{folder}: not a storyboard folder (no {MANIFEST})")
+    return manifest["models"]["interpolate"]
+
+
+def _frames(plan, board: Storyboard, tween, dissolve: bool, context: int, parts: Path):
+    """The film's frames (lazily), the tween's name in the sidecar, and the record of each model
+    segment (filled as the frames are made): panels held (and dissolved) without a model."""
+    segments: list[dict] = []
+    if tween is None:
+        frames = animatic_frames(plan, board.images, dissolve=dissolve)
+        return frames, "animatic (dissolve)" if dissolve else "animatic", segments
+    panels = board.manifest["panels"]
+
+    def note(job: SegmentJob, reused: bool) -> None:
+        segments.append({**_segment_record(job), "reused": reused})
+
+    frames = film_frames(
+        plan,
+        board.images,
+        tween,
+        seeds=[int(p["seed"]) for p in panels],
+        prompts=[p.get("prompt") for p in panels],
+        context=context,
+        cache=SegmentCache(parts),
+        on_segment=note,
+    )
+    return frames, model_id(tween), segments
+
+
+def _write(out: Path, kind: str, frames, plan: FramePlan, manifest: dict, overwrite, verbose):
+    """Write the film (or the cut) with a progress bar; the files written."""
+    quiet = None if verbose else True
+    with tqdm(total=plan.num_frames, desc="render", unit="frame", disable=quiet) as bar:
+        if kind == "cut":
+            return editorial.write_cut(out, _counted(frames, bar), plan, manifest, overwrite)
+        return write_film(out, _counted(frames, bar), manifest["fps"], overwrite=overwrite)
+
+
+def _record(
+    out: Path,
+    manifest: dict,
+    plan: FramePlan,
+    *,
+    source,
+    animatic,
+    tween,
+    context,
+    segments,
+    times,
+) -> dict:
+    """The sidecar: the input, the film's form, its models, panels, segments and timings
+    (``times``: when the render started and how long the storyboard took)."""
+    started, board_s = times
+    return {
         "output": str(out),
-        "source": str(board.folder if is_board else manifest["shotlist"]),
+        "source": source,
         "title": manifest["title"],
         "mode": "animatic" if animatic else "tween",
         "fps": manifest["fps"],
@@ -504,7 +232,7 @@ def render(
         "width": manifest["width"],
         "height": manifest["height"],
         "loop": manifest["loop"],
-        "models": {"keyframe": manifest["models"]["keyframe"], "tween": tween_name},
+        "models": {"keyframe": manifest["models"]["keyframe"], "tween": tween},
         "keyframe_models": {
             str(p["number"]): p["model"] for p in manifest["panels"] if p["source"] == "prompt"
         },
@@ -517,18 +245,6 @@ def render(
             "total": round(time.perf_counter() - started, 3),
         },
     }
-    io.write_sidecar(out, record)
-    if not keep_parts:
-        shutil.rmtree(parts, ignore_errors=True)
-    return RenderResult(out, files, record, plan.num_frames)
-
-
-def _board_models(folder) -> str:
-    """The tween model a storyboard folder names."""
-    manifest = read_manifest(Path(folder))
-    if manifest is None:
-        raise UserError(f"{folder}: not a storyboard folder (no {MANIFEST})")
-    return manifest["models"]["interpolate"]
 
 
 def _segment_record(job: SegmentJob) -> dict:

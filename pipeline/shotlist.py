@@ -48,16 +48,13 @@ the line, the panel and the field.
 from __future__ import annotations
 
 import difflib
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, SequenceNode
 
 from keyframe.errors import UserError
+from pipeline.shotlist_yaml import NodeReader, compose, describe
 
 DEFAULT_FPS = 24
 DEFAULT_SIZE = 64
@@ -174,142 +171,96 @@ def parse_shotlist(
     text: str, source_name: str = "<shot list>", base_dir: str | Path | None = None
 ) -> ShotList:
     """Parse shot list YAML text; ``source_name`` prefixes errors, ``base_dir`` anchors paths."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else 1
-        problem = "; ".join(part for part in (err.context, err.problem) if part) or "invalid YAML"
-        raise UserError(f"{source_name}:{line}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{source_name}: YAML error: {err}") from None
+    root = compose(text, source_name)
     return _Parser(source_name, Path(base_dir) if base_dir is not None else Path.cwd()).top(root)
 
 
-def _describe(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    return repr(node.value)
+class _Parser(NodeReader):
+    """Reads a shot list's node tree into a ShotList, checking each field where it is written."""
 
-
-_SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*s(?:ec(?:onds?)?)?", re.IGNORECASE)
-_FRAMES = re.compile(r"(\d+)\s*f(?:rames?)?", re.IGNORECASE)
-
-
-class _Parser:
-    """Walks the composed YAML node tree, so every value keeps its line for messages."""
-
-    def __init__(self, source: str, base_dir: Path):
-        self.source = source
-        self.base_dir = base_dir
-        self.panel = 0  # 1-based number of the panel being read; 0 at the top level
-        self.constructor = SafeConstructor()
-
-    def error(self, node: Node | None, key: str, message: str) -> UserError:
-        line = node.start_mark.line + 1 if node is not None else 1
-        where = f"panel {self.panel}: " if self.panel else ""
-        field_part = f"{key}: " if key else ""
-        return UserError(f"{self.source}:{line}: {where}{field_part}{message}")
-
-    def mapping(self, node: Node, key: str, allowed: tuple[str, ...]) -> dict[str, Node]:
-        """A mapping node -> {key: value node}, refusing duplicate and unknown keys."""
-        if not isinstance(node, MappingNode):
-            example = f"'{allowed[0]}: ...'"
-            raise self.error(node, key, f"expected a mapping like {example}, got {_describe(node)}")
-        items: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            name = key_node.value if isinstance(key_node, ScalarNode) else None
-            if not isinstance(name, str) or key_node.tag != "tag:yaml.org,2002:str":
-                raise self.error(key_node, key, f"expected a key name, got {_describe(key_node)}")
-            where = f"{key}: {name}" if key else name
-            if name in items:
-                raise self.error(key_node, where, "duplicate key")
-            if name not in allowed:
-                close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-                hint = f"did you mean '{close[0]}'?" if close else f"expected one of {allowed}"
-                raise self.error(key_node, where, f"unknown key ({hint})")
-            items[name] = value_node
-        return items
-
-    def scalar(self, node: Node, key: str, expected: str):
-        if not isinstance(node, ScalarNode):
-            raise self.error(node, key, f"expected {expected}, got {_describe(node)}")
-        try:
-            return self.constructor.construct_object(node)
-        except ConstructorError:
-            raise self.error(node, key, f"expected {expected}, got {node.value!r}") from None
-
-    def text(self, node: Node, key: str) -> str | None:
-        """Any scalar as its source text (a prompt may be '1984' or 'yes'); empty/null -> None."""
-        self.scalar(node, key, "text")
-        if node.tag == "tag:yaml.org,2002:null":
-            return None
-        return " ".join(node.value.split()) or None
-
-    def integer(self, node: Node, key: str, expected: str, low: int, high: int) -> int:
-        value = self.scalar(node, key, expected)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.error(node, key, f"expected {expected}, got {node.value!r}")
-        return value
-
-    def number(
-        self, node: Node, key: str, expected: str, low: float, high: float, above_low=False
-    ) -> float:
-        value = self.scalar(node, key, expected)
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (is_number and math.isfinite(value) and low <= value <= high) or (
-            above_low and value == low
-        ):
-            raise self.error(node, key, f"expected {expected}, got {node.value!r}")
-        return value
-
-    def boolean(self, node: Node, key: str) -> bool:
-        value = self.scalar(node, key, "true or false")
-        if not isinstance(value, bool):
-            raise self.error(node, key, f"expected true or false, got {node.value!r}")
-        return value
-
-    def frames(self, node: Node, key: str, fps: float, allow_zero: bool) -> int:
-        """``48`` / ``"48f"`` frames or ``"2s"`` seconds -> whole frames."""
-        smallest = "a non-negative" if allow_zero else "a positive"
-        expected = f"{smallest} number of seconds like '2s' or frames like 48"
-        value = self.scalar(node, key, expected)
-        frames = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            frames = value
-        elif isinstance(value, float):
-            hint = f"write '{value:g}s' for seconds"
-            raise self.error(node, key, f"expected {expected}, got {node.value!r} ({hint})")
-        elif isinstance(value, str):
-            if match := _FRAMES.fullmatch(value.strip()):
-                frames = int(match.group(1))
-            elif match := _SECONDS.fullmatch(value.strip()):
-                frames = round(float(match.group(1)) * fps)
-                if frames == 0 and float(match.group(1)) > 0 and not allow_zero:
-                    raise self.error(node, key, f"{value!r} is less than one frame at {fps} fps")
-        if frames is None or frames < (0 if allow_zero else 1):
-            raise self.error(node, key, f"expected {expected}, got {node.value!r}")
-        return frames
-
-    def size(self, node: Node) -> tuple[int, int]:
-        expected = f"a multiple of 8 from 16 to {MAX_SIZE}"
-        if isinstance(node, SequenceNode) and len(node.value) == 2:
-            sides = node.value
-        elif isinstance(node, ScalarNode):
-            sides = [node, node]
-        else:
+    def top(self, root: Node | None) -> ShotList:
+        """The whole shot list, read in the order its errors are reported."""
+        if root is None:
+            raise self.error(None, "", "empty shot list; expected a mapping with 'panels:'")
+        items = self.mapping(root, "", TOP_KEYS)
+        # 1. film-wide settings, then the defaults panels may override
+        film = self.film(items)
+        fps = film["fps"]
+        base = {"seed": 0, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE, "negative": ""}
+        defaults = self.settings(items, fps, {**base, "duration": round(DEFAULT_DURATION_S * fps)})
+        # 2. models, 3. panels, 4. title and length
+        models = self.models(items)
+        panels = self.panels(root, items, fps, defaults, film["loop"])
+        title = self.text(items["title"], "title") if "title" in items else None
+        total = sum(panel.duration for panel in panels)
+        if total > MAX_FRAMES:  # checked before any panel is drawn or frame is made
             raise self.error(
-                node, "size", f"expected one side or [width, height], got {_describe(node)}"
-            )
-        values = []
-        for side in sides:
-            value = self.integer(side, "size", expected, 16, MAX_SIZE)
-            if value % 8:
-                raise self.error(side, "size", f"expected {expected}, got {side.value!r}")
-            values.append(value)
-        return values[0], values[1]
+                items["panels"], "duration",
+                f"the film is {total} frames, more than {MAX_FRAMES}; split it into several",
+            )  # fmt: skip
+        return ShotList(
+            title=title or Path(self.source).stem or "untitled",
+            keyframe_model=models["keyframe"],
+            interpolate_model=models["interpolate"],
+            panels=tuple(panels),
+            source=self.source,
+            **film,
+        )
+
+    def film(self, items: dict[str, Node]) -> dict:
+        """fps, width, height, loop, consistency and noise_share, defaults filled in."""
+        fps = DEFAULT_FPS
+        if "fps" in items:
+            expected = f"a positive number up to {MAX_FPS}"
+            fps = self.number(items["fps"], "fps", expected, 0, MAX_FPS, above_low=True)
+            fps = int(fps) if float(fps).is_integer() else fps
+        size = (
+            self.size(items["size"], MAX_SIZE) if "size" in items else (DEFAULT_SIZE, DEFAULT_SIZE)
+        )
+        loop = self.boolean(items["loop"], "loop") if "loop" in items else False
+        consistency = (
+            self.boolean(items["consistency"], "consistency") if "consistency" in items else False
+        )
+        noise_share = 0.0
+        if "noise_share" in items:
+            node = items["noise_share"]
+            noise_share = float(self.number(node, "noise_share", "a number from 0 to 1", 0, 1))
+            if noise_share and not consistency:
+                raise self.error(node, "noise_share", "needs 'consistency: true'")
+        return {
+            "fps": fps,
+            "width": size[0],
+            "height": size[1],
+            "loop": loop,
+            "consistency": consistency,
+            "noise_share": noise_share,
+        }
+
+    def models(self, items: dict[str, Node]) -> dict[str, str]:
+        """models.keyframe and models.interpolate; a world's keys go to its own interpolator."""
+        models = {"keyframe": DEFAULT_MODEL}
+        if "models" in items:
+            for key, node in self.mapping(items["models"], "models", MODEL_KEYS).items():
+                models[key] = self.model(node, key)
+        if "interpolate" not in models:
+            shapes = models["keyframe"] in SHAPES_WORLD_MODELS
+            models["interpolate"] = DEFAULT_MODEL if shapes else DEFAULT_INTERPOLATE
+        return models
+
+    def panels(
+        self, root: Node, items: dict[str, Node], fps: float, defaults: dict, loop: bool
+    ) -> list[Panel]:
+        """Every panel, in order; the last one ends the film unless it loops."""
+        panel_nodes = self.panel_list(root, items)
+        if loop and len(panel_nodes) < 2:
+            raise self.error(items["loop"], "loop", "needs at least 2 panels to loop, got 1")
+        panels = []
+        for index, node in enumerate(panel_nodes):
+            self.panel = index + 1
+            ends_film = index == len(panel_nodes) - 1 and not loop
+            panels.append(self.read_panel(node, index, fps, defaults, ends_film))
+        self.panel = 0
+        return panels
 
     def settings(self, items: dict[str, Node], fps: float, defaults: dict) -> dict:
         """The keys a panel may override: seed, steps, guidance, negative, duration."""
@@ -328,71 +279,13 @@ class _Parser:
             out["duration"] = self.frames(items["duration"], "duration", fps, allow_zero=False)
         return out
 
-    def top(self, root: Node | None) -> ShotList:
-        if root is None:
-            raise self.error(None, "", "empty shot list; expected a mapping with 'panels:'")
-        items = self.mapping(root, "", TOP_KEYS)
-        fps = DEFAULT_FPS
-        if "fps" in items:
-            expected = f"a positive number up to {MAX_FPS}"
-            fps = self.number(items["fps"], "fps", expected, 0, MAX_FPS, above_low=True)
-            fps = int(fps) if float(fps).is_integer() else fps
-        size = self.size(items["size"]) if "size" in items else (DEFAULT_SIZE, DEFAULT_SIZE)
-        loop = self.boolean(items["loop"], "loop") if "loop" in items else False
-        consistency = (
-            self.boolean(items["consistency"], "consistency") if "consistency" in items else False
-        )
-        noise_share = 0.0
-        if "noise_share" in items:
-            node = items["noise_share"]
-            noise_share = float(self.number(node, "noise_share", "a number from 0 to 1", 0, 1))
-            if noise_share and not consistency:
-                raise self.error(node, "noise_share", "needs 'consistency: true'")
-        base = {"seed": 0, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE, "negative": ""}
-        defaults = self.settings(items, fps, {**base, "duration": round(DEFAULT_DURATION_S * fps)})
-        models = {"keyframe": DEFAULT_MODEL}
-        if "models" in items:
-            for key, node in self.mapping(items["models"], "models", MODEL_KEYS).items():
-                models[key] = self.model(node, key)
-        if "interpolate" not in models:  # a world's keys go to its own interpolator
-            shapes = models["keyframe"] in SHAPES_WORLD_MODELS
-            models["interpolate"] = DEFAULT_MODEL if shapes else DEFAULT_INTERPOLATE
-        panel_nodes = self.panel_list(root, items)
-        if loop and len(panel_nodes) < 2:
-            raise self.error(items["loop"], "loop", "needs at least 2 panels to loop, got 1")
-        panels = []
-        for index, node in enumerate(panel_nodes):
-            self.panel = index + 1
-            ends_film = index == len(panel_nodes) - 1 and not loop
-            panels.append(self.read_panel(node, index, fps, defaults, ends_film))
-        self.panel = 0
-        title = self.text(items["title"], "title") if "title" in items else None
-        total = sum(panel.duration for panel in panels)
-        if total > MAX_FRAMES:  # checked before any panel is drawn or frame is made
-            raise self.error(
-                items["panels"], "duration",
-                f"the film is {total} frames, more than {MAX_FRAMES}; split it into several",
-            )  # fmt: skip
-        return ShotList(
-            title=title or Path(self.source).stem or "untitled",
-            fps=fps,
-            width=size[0],
-            height=size[1],
-            loop=loop,
-            keyframe_model=models["keyframe"],
-            interpolate_model=models["interpolate"],
-            panels=tuple(panels),
-            source=self.source,
-            consistency=consistency,
-            noise_share=noise_share,
-        )
-
     def panel_list(self, root: Node, items: dict[str, Node]) -> list[Node]:
+        """The panels' nodes: a non-empty list."""
         if "panels" not in items:
             raise self.error(root, "panels", "missing; a shot list needs a list of panels")
         node = items["panels"]
         if not isinstance(node, SequenceNode):
-            raise self.error(node, "panels", f"expected a list of panels, got {_describe(node)}")
+            raise self.error(node, "panels", f"expected a list of panels, got {describe(node)}")
         if not node.value:
             raise self.error(node, "panels", "expected at least one panel, got an empty list")
         return node.value
@@ -414,6 +307,7 @@ class _Parser:
     def read_panel(
         self, node: Node, index: int, fps: float, defaults: dict, ends_film: bool
     ) -> Panel:
+        """One panel: its own keys over the shot list's defaults (seed counts up per panel)."""
         items = self.mapping(node, "", PANEL_KEYS)
         prompt = self.text(items["prompt"], "prompt") if "prompt" in items else None
         image = self.image(items["image"]) if "image" in items else None
@@ -427,21 +321,8 @@ class _Parser:
         )
         transition = transition or ("cut" if ends_film else "tween")
         hold = self.frames(items["hold"], "hold", fps, allow_zero=True) if "hold" in items else 0
-        model = None
-        if "models" in items:
-            own = self.mapping(items["models"], "models", PANEL_MODEL_KEYS)
-            model = self.model(own["keyframe"], "keyframe") if "keyframe" in own else None
-        if hold > duration:
-            given = items["hold"].value
-            message = f"{given!r} ({hold} frames) is longer than the duration ({duration} frames)"
-            raise self.error(items["hold"], "hold", message)
-        if hold == duration > 1 and transition == "tween":
-            raise self.error(
-                items["hold"],
-                "hold",
-                f"fills the whole duration ({duration} frames), leaving no frame to tween; "
-                "shorten it or use 'transition: cut'",
-            )
+        model = self.panel_model(items)
+        self.check_hold(items, hold, duration, transition)
         return Panel(
             number=index + 1,
             prompt=prompt,
@@ -458,7 +339,29 @@ class _Parser:
             keyframe_model=model,
         )
 
+    def panel_model(self, items: dict[str, Node]) -> str | None:
+        """The panel's own models.keyframe, or None for the shot list's."""
+        if "models" not in items:
+            return None
+        own = self.mapping(items["models"], "models", PANEL_MODEL_KEYS)
+        return self.model(own["keyframe"], "keyframe") if "keyframe" in own else None
+
+    def check_hold(self, items: dict[str, Node], hold: int, duration: int, transition: str) -> None:
+        """The hold fits in the duration, and leaves a frame to tween."""
+        if hold > duration:
+            given = items["hold"].value
+            message = f"{given!r} ({hold} frames) is longer than the duration ({duration} frames)"
+            raise self.error(items["hold"], "hold", message)
+        if hold == duration > 1 and transition == "tween":
+            raise self.error(
+                items["hold"],
+                "hold",
+                f"fills the whole duration ({duration} frames), leaving no frame to tween; "
+                "shorten it or use 'transition: cut'",
+            )
+
     def transition(self, node: Node, ends_film: bool) -> str:
+        """'tween' or 'cut'; the last panel of a film that does not loop cannot tween."""
         name = self.text(node, "transition")
         if name not in TRANSITIONS:
             close = difflib.get_close_matches(str(name), TRANSITIONS, n=1, cutoff=0.5)
@@ -472,12 +375,3 @@ class _Parser:
                 "set 'loop: true' at the top to tween back to panel 1",
             )
         return name
-
-    def image(self, node: Node) -> Path:
-        name = self.text(node, "image")
-        if name is None:
-            raise self.error(node, "image", "expected a path to an image file, got nothing")
-        path = (self.base_dir / Path(name).expanduser()).resolve()
-        if not path.is_file():
-            raise self.error(node, "image", f"file not found: {name} (looked for {path})")
-        return path

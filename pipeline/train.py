@@ -18,7 +18,10 @@ from keyframe.files import load_checkpoint
 
 # stage -> (LightningModule, LightningDataModule), as "module:Class".
 STAGES: dict[str, tuple[str, str]] = {
-    "autoencoder": ("keyframe.autoencoder:AutoencoderModule", "keyframe.data:ImageDataModule"),
+    "autoencoder": (
+        "keyframe.autoencoder_training:AutoencoderModule",
+        "keyframe.data:ImageDataModule",
+    ),
     "keyframe": ("keyframe.module:KeyframeModule", "keyframe.data:ImageDataModule"),
     "interpolate": ("interpolate.module:InterpolateModule", "keyframe.data:ClipDataModule"),
     "general": (

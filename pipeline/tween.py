@@ -9,37 +9,54 @@ repeating the edge pixels; or centre-cropped with `--fit crop`) and generated fr
 out and resized to the keys' size. The key frames of the output are the keys' own pixels (their
 own bytes in a sequence of their format). OUT is a numbered pattern, a folder, or a .mov
 (ProRes) / .mp4 / .gif (pipeline.tween_output); a JSON sidecar records how to reproduce it.
+The models' side is pipeline.tween_models (and pipeline.tween_fit for the square frame).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from interpolate.flow import INIT_KINDS
-from interpolate.general.names import is_general
 from keyframe.errors import UserError
 from pipeline import io, locks, media, safety, sequences
 from pipeline.keys import key_files, read_keys
-from pipeline.sequences import Timing
-from pipeline.tween_output import check_target, conversion_note, output_target, write_output
+from pipeline.sequences import KeyFile, Timing
+from pipeline.tween_models import MODEL_FREE, inbetweens
+from pipeline.tween_output import Target, check_target, conversion_note, output_target, write_output
 
 DEFAULT_MODEL = "general"  # any keys; "shapes" by name for the 64 px shapes world
-MODEL_FREE = ("flow", "crossfade")  # pipeline.modelfree (imported when used: it needs torch)
 DEFAULT_BETWEEN = sequences.DEFAULT_BETWEEN  # in-betweens per gap without other timing
 FITS = ("letterbox", "crop")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `animatic tween` options, in the order --help lists them."""
+    _add_keys_arguments(parser)
+    _add_model_arguments(parser)
+    parser.add_argument(
+        "--loop", action="store_true", help="return to the first key at the end (a seamless loop)"
+    )
+    parser.add_argument(
+        "--fit",
+        choices=FITS,
+        default="letterbox",
+        help="fit keys to the model's square frame: letterbox (whole picture, output at the "
+        "keys' size) or crop (centre square, output square)",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _add_keys_arguments(parser: argparse.ArgumentParser) -> None:
+    """The keys, the output, and the keys' timing (one way at most)."""
     parser.add_argument(
         "keys",
         nargs="*",
@@ -71,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SHEET.csv",
         help="exposure sheet: CSV with header frame,key,hold (keys relative to the sheet)",
     )
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and its sampling settings."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -104,225 +125,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="flow init: ignore the model's learned motion prior (paths are then parabolas "
         "through the keys; use it for keys whose motion is unlike the model's training clips)",
     )
-    parser.add_argument(
-        "--loop", action="store_true", help="return to the first key at the end (a seamless loop)"
-    )
-    parser.add_argument(
-        "--fit",
-        choices=FITS,
-        default="letterbox",
-        help="fit keys to the model's square frame: letterbox (whole picture, output at the "
-        "keys' size) or crop (centre square, output square)",
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
-# ---------------------------------------------------------------- fitting keys to the model
-
-
-@dataclass(frozen=True)
-class Fit:
-    """Where the user's picture sits in the model's square frame, and the output's size."""
-
-    size: int  # the model's frame side
-    box: tuple[int, int, int, int]  # top, left, height, width of the picture in the model frame
-    crop: tuple[int, int, int, int]  # top, left, height, width of the part of the key used
-    out_size: tuple[int, int]  # output (height, width)
-
-
-def make_fit(height: int, width: int, size: int, mode: str) -> Fit:
-    if mode == "crop":
-        side = min(height, width)
-        crop = ((height - side) // 2, (width - side) // 2, side, side)
-        return Fit(size, (0, 0, size, size), crop, (side, side))
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    box = ((size - new_h) // 2, (size - new_w) // 2, new_h, new_w)
-    return Fit(size, box, (0, 0, height, width), (height, width))
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = height * width < image.shape[0] * image.shape[1]
-    return cv2.resize(
-        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    )
-
-
-def to_model(image: np.ndarray, fit: Fit) -> np.ndarray:
-    """A key as the model sees it: (size, size, 3) uint8; letterbox margins repeat the edges."""
-    top, left, h, w = fit.crop
-    picture = _resize(image[top : top + h, left : left + w], fit.box[2], fit.box[3])
-    bt, bl, bh, bw = fit.box
-    return cv2.copyMakeBorder(
-        picture, bt, fit.size - bt - bh, bl, fit.size - bl - bw, cv2.BORDER_REPLICATE
-    )
-
-
-def from_model(frame: np.ndarray, fit: Fit) -> np.ndarray:
-    """A generated (size, size, 3) frame back at the output size (margins cut away)."""
-    top, left, h, w = fit.box
-    return np.ascontiguousarray(_resize(frame[top : top + h, left : left + w], *fit.out_size))
-
-
-def key_output(image: np.ndarray, fit: Fit) -> np.ndarray:
-    """A key's own pixels as they appear in the output."""
-    top, left, h, w = fit.crop
-    return np.ascontiguousarray(image[top : top + h, left : left + w])
-
-
-# ---------------------------------------------------------------- in-betweens
-
-
-def _load_model(name: str, device: str):
-    from interpolate.module import InterpolateModule
-
-    return InterpolateModule.from_pretrained(name, device=device)
-
-
-def _frames(stream: Iterator, fit: Fit, keys_out: dict[int, np.ndarray], count: int):
-    """Model frames -> output frames: key positions get the key pixels, the rest are resized."""
-    for index, frame in enumerate(itertools.islice(stream, count)):
-        if index in keys_out:
-            yield media.from_rgb8(keys_out[index])
-        else:
-            yield media.from_rgb8(from_model(io.to_uint8_rgb(frame.numpy()), fit))
-
-
-def _model_frames(pixels, depth, timing: Timing, options: dict):
-    """The trained model's frames (8-bit RGB), the keys as the output shows them (cropped with
-    --fit crop, else None), and what the sidecar records of the run."""
-    import torch
-    from tqdm import tqdm
-
-    from interpolate.inbetween import interpolate_frames, plan_windows
-    from pipeline.devices import resolve_device
-
-    if depth != "8-bit" or pixels[0].shape[2] != 3:
-        raise UserError(
-            f"model {options['model']} works in 8-bit RGB, and these keys are "
-            f"{media.describe(depth, pixels[0].shape[2])}; use --model flow or crossfade "
-            "(they keep alpha and depth)"
-        )
-    keys = [media.quantize(pixels[k], "8-bit") for k, _ in timing.slots]
-    positions, num_frames = timing.positions(), timing.length
-    model = _load_model(options["model"], resolve_device(options["device"]))
-    hp = model.hparams
-    fit = make_fit(*keys[0].shape[:2], hp.image_size, options["fit"])
-    model_keys = torch.stack([torch.from_numpy(io.from_uint8_rgb(to_model(k, fit))) for k in keys])
-    keys_out = {p: key_output(k, fit) for p, k in zip(positions, keys, strict=True)}
-    windows = plan_windows(positions, num_frames, hp.num_frames, hp.context_frames)
-    pick = {name: options[name] if options[name] is not None else hp[f"sample_{name}"]
-            for name in ("steps", "sampler", "guidance", "init", "init_sigma")}  # fmt: skip
-    bar = tqdm(total=len(windows), desc="windows", unit="window", disable=None, file=sys.stderr)
-
-    def progress(info: dict) -> None:
-        if info["i"] == info["steps"] - 1:
-            bar.update()
-
-    stream = interpolate_frames(
-        model, model_keys, positions, num_frames, steps=pick["steps"], guidance=pick["guidance"],
-        seed=options["seed"], sampler=pick["sampler"], prompt=options["prompt"],
-        fps=options["fps"], callback=progress, init=pick["init"], init_sigma=pick["init_sigma"],
-        motion=options["motion_prior"],
-    )  # fmt: skip
-    cropped = None
-    if options["fit"] == "crop":
-        cropped = [media.from_rgb8(key_output(media.quantize(p, "8-bit"), fit)) for p in pixels]
-    uses_prior = pick["init"] == "flow" and options["motion_prior"] and model.motion_prior
-    record = {
-        **pick,
-        "init_sigma": pick["init_sigma"] if pick["init"] == "flow" else None,
-        "motion_prior": bool(uses_prior),
-        "model_config": dict(hp),
-        "windows": len(windows),
-        "size": {"width": fit.out_size[1], "height": fit.out_size[0]},
-    }
-    return _closing(_frames(stream, fit, keys_out, timing.count), bar), cropped, record
-
-
-def _general_frames(pixels, depth: str, timing: Timing, options: dict, say):
-    """The general interpolator's frames at the keys' own size, depth and channels (motion found
-    on 8-bit stand-ins at its working resolution), and what the sidecar records of them."""
-    from tqdm import tqdm
-
-    from interpolate.general.pipeline import GeneralInterpolator, working_shape
-    from pipeline.devices import resolve_device
-    from pipeline.modelfree import flow_proxies
-
-    pipe = GeneralInterpolator.from_pretrained(options["model"], resolve_device(options["device"]))
-    slots = np.stack([pixels[k] for k, _ in timing.slots])
-    height, width = slots.shape[1:3]
-    work = working_shape(height, width, pipe.config)
-    if work[0] < height or work[1] < width:  # not when it only rounds the size up
-        say(f"motion is made at {work[1]}x{work[0]} (the model's working resolution); frames are "
-            f"made at the keys' {width}x{height} from the keys' own pixels")  # fmt: skip
-    if not pipe.trained:
-        say(f"{options['model']}: no trained motion network in this model; motion is its flow "
-            "init (DIS flow between the keys, carried to each in-between's time)")  # fmt: skip
-    guides = list(flow_proxies(slots, depth))
-    bar = tqdm(total=timing.count, desc="in-betweens", unit="frame", disable=None, file=sys.stderr)
-    frames = pipe(list(slots), timing.positions(), timing.length, seed=options["seed"],
-                  steps=options["steps"], guides=guides)  # fmt: skip
-    steps = pipe.config.steps if options["steps"] is None else options["steps"]
-    steps = steps if pipe.trained else 0
-    info = {"size": {"width": width, "height": height}, "model_config": pipe.config.to_dict(),
-            "steps": steps, "sampler": "dpmpp_2m",
-            "working_size": {"width": work[1], "height": work[0]}}  # fmt: skip
-    return _closing(_counted(itertools.islice(frames, timing.count), bar), bar), info
-
-
-def _model_free_frames(pixels, depth: str, timing: Timing, kind: str):
-    """Flow or crossfade in-betweens at the keys' size, depth and channels (pipeline.modelfree),
-    and what the sidecar records of them."""
-    from tqdm import tqdm
-
-    from pipeline.modelfree import inbetweens
-
-    slots = np.stack([pixels[k] for k, _ in timing.slots])
-    frames = inbetweens(slots, timing.positions(), timing.length, kind, depth)
-    height, width = pixels[0].shape[:2]
-    info = {"size": {"width": width, "height": height}, "model_config": None}
-    bar = tqdm(total=timing.count, desc=kind, unit="frame", disable=None, file=sys.stderr)
-    return _closing(_counted(itertools.islice(frames, timing.count), bar), bar), info
-
-
-def _counted(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
-    for frame in frames:
-        yield frame
-        bar.update()
-
-
-def _closing(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
-    try:
-        yield from frames
-    finally:
-        bar.close()
-
-
-# ---------------------------------------------------------------- the function and the command
-
-
-def _check_options(fps, seed, guidance, steps, init_sigma=None, sampler=None) -> None:
-    """Numeric options in range (NaN and 1e30 included) and a known sampler, before any work,
-    whichever model runs (the general model uses neither init_sigma nor sampler)."""
+def _check_options(options: dict) -> None:
+    """Numeric options in range (NaN and 1e30 included), a known sampler and fit, before any
+    work, whichever model runs (the general model uses neither init_sigma nor sampler)."""
     from interpolate.flow import check_init
-    from keyframe.module import MAX_GUIDANCE, MAX_SAMPLE_STEPS
+    from keyframe.inference import MAX_GUIDANCE, MAX_SAMPLE_STEPS
     from keyframe.sampling import check_sampler
     from pipeline.shotlist import MAX_FPS, MAX_SEED
 
-    safety.check_number(fps, "--fps", 1e-3, MAX_FPS)
-    safety.check_number(seed, "--seed", 0, MAX_SEED, integer=True)
-    if guidance is not None:
-        safety.check_number(guidance, "--guidance", 0, MAX_GUIDANCE)
-    if steps is not None:
-        safety.check_number(steps, "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
-    if init_sigma is not None:
-        check_init("flow", init_sigma)  # the sigma flow in-betweens are noised to
-    if sampler is not None:
-        check_sampler(sampler)
+    safety.check_number(options["fps"], "--fps", 1e-3, MAX_FPS)
+    safety.check_number(options["seed"], "--seed", 0, MAX_SEED, integer=True)
+    if options["guidance"] is not None:
+        safety.check_number(options["guidance"], "--guidance", 0, MAX_GUIDANCE)
+    if options["steps"] is not None:
+        safety.check_number(options["steps"], "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
+    if options["init_sigma"] is not None:
+        check_init("flow", options["init_sigma"])  # the sigma flow in-betweens are noised to
+    if options["sampler"] is not None:
+        check_sampler(options["sampler"])
+    if options["fit"] not in FITS:
+        raise UserError(f"--fit {options['fit']}: expected one of {', '.join(FITS)}")
 
 
 def _exclusive(function):
@@ -384,14 +208,45 @@ def tween(
 
         result = tween(["shot_0101.png", "shot_0113.png"], "out/shot_####.png", model="flow")
     """
+    say = _notes(verbose)
+    options = {"model": model, "device": device, "fit": fit, "seed": seed, "steps": steps,
+               "sampler": sampler, "guidance": guidance, "init": init, "init_sigma": init_sigma,
+               "prompt": prompt, "fps": fps, "motion_prior": motion_prior}  # fmt: skip
+    # 1. check the options, before reading any key
+    _check_options(options)
+    # 2. read the keys and plan when each is shown
+    files, plan, (pixels, depth, copyable) = _read(keys, xsheet, between, timing, loop, say)
+    # 3. check where the frames go, before any work
+    target = None if out is None else _target(out, files, plan, pixels, depth, overwrite, say)
+    # 4. the model's in-betweens (a stream: they are made as step 5 writes them)
+    stream, info, cropped = inbetweens(pixels, depth, plan, options, say)
+    if cropped is not None:  # --fit crop: the output shows the keys' centre squares
+        pixels, copyable = cropped, [False] * len(cropped)
+    # 5. write the frames, keeping them unless asked not to
+    kept: list[np.ndarray] | None = [] if keep_frames else None
+    stream = stream if kept is None else _keeping(stream, kept)
+    written = _write(target, stream, plan, files, pixels, copyable, depth, fps, overwrite)
+    # 6. the sidecar: the keys, timing, model and settings, to make these frames again
+    record = _record(files, plan, options, info, (depth, pixels[0].shape[2]), between, written)
+    record["loop"] = loop
+    if target is not None:
+        io.write_sidecar(target.record_path, record)
+    return TweenResult(_with_keys(kept, plan, pixels), plan.numbers(), depth, written, record)
+
+
+def _notes(verbose: bool) -> Callable[[str], None]:
+    """A function printing one note line (or nothing, unless ``verbose``)."""
 
     def say(message: str) -> None:
         if verbose:
             print(f"animatic tween: note: {message}", file=sys.stderr)
 
-    _check_options(fps, seed, guidance, steps, init_sigma, sampler)
-    if fit not in FITS:
-        raise UserError(f"--fit {fit}: expected one of {', '.join(FITS)}")
+    return say
+
+
+def _read(keys, xsheet, between, timing, loop: bool, say) -> tuple[list[KeyFile], Timing, tuple]:
+    """The key files, their timing, and (pipeline.keys) their pixels, depth and which of them
+    may be copied byte for byte."""
     timing = sequences.parse_timing(timing) if isinstance(timing, str) else timing
     files, arrays, sheet = key_files(keys, xsheet)
     plan = sequences.plan_timing(
@@ -399,55 +254,40 @@ def tween(
         say=say,
     )  # fmt: skip
     safety.check_frame_count(plan.length, "--between/--timing")
-    pixels, depth, copyable = read_keys(files, arrays)
-    target = None
-    if out is not None:
-        target = output_target(out, files, plan, exr=files[0].suffix.lower() == ".exr")
-        check_target(target, plan, files, overwrite)
-        note = conversion_note(target, depth, pixels[0].shape[2])
-        if note:
-            say(note)
-    options = {"model": model, "device": device, "fit": fit, "seed": seed, "steps": steps,
-               "sampler": sampler, "guidance": guidance, "init": init, "init_sigma": init_sigma,
-               "prompt": prompt, "fps": fps, "motion_prior": motion_prior}  # fmt: skip
-    if model in MODEL_FREE or is_general(model):
-        if fit != "letterbox":
-            say(f"--fit {fit} is for shapes-world models; {model} works at the keys' own size")
-        shapes_only = ("sampler", "guidance", "init", "init_sigma", "prompt")
-        unused = [f"--{k.replace('_', '-')}" for k in shapes_only if options[k] is not None]
-        if unused:
-            say(f"{' '.join(unused)}: not used by {model} (only by shapes-world models)")
-        if model in MODEL_FREE:
-            stream, info = _model_free_frames(pixels, depth, plan, model)
-        else:
-            stream, info = _general_frames(pixels, depth, plan, options, say)
-    else:
-        stream, cropped, info = _model_frames(pixels, depth, plan, options)
-        if cropped is not None:
-            pixels, copyable = cropped, [False] * len(cropped)
-    kept: list[np.ndarray] | None = [] if keep_frames else None
-    if kept is not None:
-        stream = _keeping(stream, kept)
-    written = []
-    if target is not None:
-        written = write_output(target, stream, plan, files, pixels, copyable, depth, fps, overwrite)
-    else:
-        for _ in stream:
+    return files, plan, read_keys(files, arrays)
+
+
+def _target(out, files, plan: Timing, pixels, depth: str, overwrite: bool, say) -> Target:
+    """Where ``out`` puts the frames, checked before any work; says what it cannot keep."""
+    target = output_target(out, files, plan, exr=files[0].suffix.lower() == ".exr")
+    check_target(target, plan, files, overwrite)
+    note = conversion_note(target, depth, pixels[0].shape[2])
+    if note:
+        say(note)
+    return target
+
+
+def _write(target, frames, plan, files, pixels, copyable, depth, fps, overwrite) -> list[Path]:
+    """Write the frames to the target (pipeline.tween_output), or only make them."""
+    if target is None:
+        for _ in frames:
             pass
-    if kept is not None:
-        held = plan.held()
-        kept = [pixels[held[i]] if i in held else f for i, f in enumerate(kept)]
-    record = _record(files, plan, options, info, (depth, pixels[0].shape[2]), between, written)
-    record["loop"] = loop
-    if target is not None:
-        io.write_sidecar(target.record_path, record)
-    return TweenResult(kept, plan.numbers(), depth, written, record)
+        return []
+    return write_output(target, frames, plan, files, pixels, copyable, depth, fps, overwrite)
 
 
 def _keeping(frames: Iterator[np.ndarray], kept: list) -> Iterator[np.ndarray]:
     for frame in frames:
         kept.append(frame)
         yield frame
+
+
+def _with_keys(kept: list | None, plan: Timing, pixels) -> list[np.ndarray] | None:
+    """The kept frames with each key's own pixels where it is shown."""
+    if kept is None:
+        return None
+    held = plan.held()
+    return [pixels[held[i]] if i in held else f for i, f in enumerate(kept)]
 
 
 def _record(files, plan: Timing, options: dict, info: dict, kind, between, written) -> dict:

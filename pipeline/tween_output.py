@@ -21,7 +21,7 @@ import numpy as np
 
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
-from pipeline import io, media
+from pipeline import io, io_video, media
 from pipeline.sequences import KeyFile, Timing, is_pattern
 
 VIDEOS = (".mp4", ".gif", ".mov")
@@ -163,7 +163,7 @@ def write_output(
         profile = media.prores_profile(pixels[0].shape[-1])
         return [media.write_prores(target.out, shown, fps, profile, overwrite=overwrite)]
     if target.kind in ("mp4", "gif"):
-        return io.write_video(target.out, map(media.to_rgb8, shown), fps, overwrite=overwrite)
+        return io_video.write_video(target.out, map(media.to_rgb8, shown), fps, overwrite=overwrite)
     existing = _same_sequence(target)
     paths = target.paths(timing)
     suffix = target.pattern.extension().lower()

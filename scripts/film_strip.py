@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from pipeline.io import read_video_frames
+from pipeline.io_video import read_video_frames
 
 EVERY, TILE, GAP = 12, 100, 2
 

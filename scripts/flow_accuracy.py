@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from interpolate.flow import dis_flows, robust_flow
-from pipeline.evaluate import trackable, tween_clips
+from pipeline.eval_tween import trackable, tween_clips
 
 
 def misses(flow, clips, gap: int) -> np.ndarray:

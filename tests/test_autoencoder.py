@@ -11,19 +11,11 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from keyframe.autoencoder import (
-    AutoencoderModule,
-    FrameAutoencoder,
-    IdentityAutoencoder,
-    load_autoencoder,
-    measure_scale,
-    psnr,
-    reconstruction_metrics,
-    save_autoencoder,
-    sobel_l1,
-    ssim,
-)
+from keyframe.autoencoder import FrameAutoencoder, IdentityAutoencoder, measure_scale
+from keyframe.autoencoder_files import load_autoencoder, save_autoencoder
+from keyframe.autoencoder_training import AutoencoderModule, sobel_l1
 from keyframe.errors import UserError
+from keyframe.frame_metrics import psnr, reconstruction_metrics, ssim
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "autoencoder"
 
@@ -185,6 +177,7 @@ def _trainer(steps: int, **kwargs) -> L.Trainer:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_tiny_config_overfits_flat_frames_and_stores_its_scale(tmp_path):
     torch.manual_seed(0)
     config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())["model"]
@@ -265,7 +258,7 @@ def test_freeze_encoder_trains_the_decoder_only_and_keeps_the_latent_space(tmp_p
 
 
 def test_edge_weighted_l1_counts_errors_on_outlines_more():
-    from keyframe.autoencoder import edge_weighted_l1
+    from keyframe.autoencoder_training import edge_weighted_l1
 
     target = -torch.ones(1, 3, 16, 16)
     target[..., 6:10, 6:10] = 1.0  # a small square

@@ -9,7 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import bench
+from pipeline.bench_measure import PeakRSS, attention_variant, count_flops
+from pipeline.bench_profile import op_category
+from pipeline.bench_samplers import QUALITY_SAMPLERS, QUALITY_STEPS, fewest_steps, sampler_quality
+from pipeline.bench_stages import doubling_verdict
 from pipeline.cli import COMMANDS, main
 
 TINY_RUN = ["--quick", "--configs", "tiny", "--threads", "1", "--images", "1", "--steps", "1"]
@@ -35,6 +38,7 @@ def test_bench_is_a_command():
     assert COMMANDS["bench"][0] == "pipeline.bench"
 
 
+@pytest.mark.slow
 def test_quick_run_has_every_row_with_flops_and_times(tiny_report):
     report, _ = tiny_report
     rows = report["rows"]
@@ -99,7 +103,7 @@ def test_tween_rows_for_each_length_and_the_growth_verdict(tiny_report):
 
 def test_report_has_samplers_profiles_method_and_a_table(tiny_report):
     report, text = tiny_report
-    assert len(report["samplers"]) == len(bench.QUALITY_SAMPLERS) * len(bench.QUALITY_STEPS)
+    assert len(report["samplers"]) == len(QUALITY_SAMPLERS) * len(QUALITY_STEPS)
     for name in ("keyframe_sample", "tween"):
         profile = report["profiles"]["tiny"][name]
         assert sum(profile["categories"].values()) == pytest.approx(1.0)
@@ -142,13 +146,13 @@ def test_unknown_config_and_existing_out_are_one_line_errors(tmp_path, capsys):
 
 def test_flop_count_of_a_linear_layer_and_of_cpu_attention():
     layer = torch.nn.Linear(32, 16)
-    flops, out = bench.count_flops(lambda: layer(torch.randn(5, 32)))
+    flops, out = count_flops(lambda: layer(torch.randn(5, 32)))
     assert flops == 2 * 5 * 32 * 16 and out.shape == (5, 16)
     q = torch.randn(2, 4, 64, 8)
     bias = torch.randn(1, 4, 64, 64)
-    fused, _ = bench.count_flops(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=bias))
-    with bench.attention_variant("math"):
-        math, _ = bench.count_flops(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=bias))
+    fused, _ = count_flops(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=bias))
+    with attention_variant("math"):
+        math, _ = count_flops(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=bias))
     assert fused == math == 4 * 2 * 4 * 64 * 64 * 8  # QK^T and AV: 2 FLOPs per multiply-add
 
 
@@ -162,12 +166,12 @@ def test_attention_variants_compute_the_same_attention(kind):
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[1, 4:] = False
     reference = attn(x, context, mask)
-    with bench.attention_variant(kind):
+    with attention_variant(kind):
         assert torch.allclose(attn(x, context, mask), reference, atol=1e-5)
 
 
 def test_peak_rss_sees_a_held_allocation():
-    with bench.PeakRSS() as memory:
+    with PeakRSS() as memory:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written so its pages are resident
         time.sleep(0.05)
         del block
@@ -175,14 +179,14 @@ def test_peak_rss_sees_a_held_allocation():
 
 
 def test_sampler_quality_improves_with_steps():
-    rows = bench.sampler_quality(("euler", "heun", "dpmpp_2m"), (5, 20, 50), n=512)
+    rows = sampler_quality(("euler", "heun", "dpmpp_2m"), (5, 20, 50), n=512)
     table = {(r["sampler"], r["steps"]): r for r in rows}
     assert table["heun", 20]["nfe"] == 39 and table["dpmpp_2m", 20]["nfe"] == 20
     for name in ("euler", "dpmpp_2m"):
         errors = [table[name, s]["ode_error"] for s in (5, 20, 50)]
         assert errors == sorted(errors, reverse=True)
     assert table["dpmpp_2m", 50]["ode_error"] < 0.02 < table["euler", 50]["ode_error"]
-    best = bench.fewest_steps(rows, 0.02)
+    best = fewest_steps(rows, 0.02)
     assert best["dpmpp_2m"] == {"steps": 50, "nfe": 50} and "euler" not in best
 
 
@@ -193,22 +197,23 @@ def test_growth_verdict_tells_linear_from_quadratic_and_flat_from_growing():
             for n, t, m in zip((16, 32, 64), times, memory, strict=True)
         ]
 
-    linear = bench.doubling_verdict(rows((1.0, 2.1, 4.0), (100, 120, 110)))
+    linear = doubling_verdict(rows((1.0, 2.1, 4.0), (100, 120, 110)))
     assert linear["time_linear"] and linear["memory_flat"]
     assert linear["time_ratios"] == pytest.approx([2.1, 4.0 / 2.1])
-    quadratic = bench.doubling_verdict(rows((1.0, 4.0, 16.0), (100, 200, 400)))
+    quadratic = doubling_verdict(rows((1.0, 4.0, 16.0), (100, 200, 400)))
     assert not quadratic["time_linear"] and not quadratic["memory_flat"]
 
 
 def test_op_categories():
-    assert bench.op_category("aten::mkldnn_convolution") == "conv"
-    assert bench.op_category("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
-    assert bench.op_category("aten::addmm") == "matmul"
-    assert bench.op_category("aten::native_group_norm") == "norm"
-    assert bench.op_category("aten::copy_") == "copy/layout"
-    assert bench.op_category("aten::silu") == "elementwise/other"
+    assert op_category("aten::mkldnn_convolution") == "conv"
+    assert op_category("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_category("aten::addmm") == "matmul"
+    assert op_category("aten::native_group_norm") == "norm"
+    assert op_category("aten::copy_") == "copy/layout"
+    assert op_category("aten::silu") == "elementwise/other"
 
 
+@pytest.mark.slow
 def test_pipeline_bench_times_the_user_jobs_with_given_models(tmp_path, capsys):
     from interpolate.module import InterpolateModule
     from keyframe.module import KeyframeModule

@@ -51,7 +51,7 @@ def test_dry_chain_runs_end_to_end_on_a_cpu(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    from pipeline.io import read_video_frames
+    from pipeline.io_video import read_video_frames
 
     video, fps = read_video_frames(tmp_path / "film.mp4")
     assert video.shape == (24, 64, 64, 3) and fps == 24

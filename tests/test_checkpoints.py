@@ -108,6 +108,7 @@ panels:
     ],
     ids=lambda c: " ".join(c[:2]) + (" --autoencoder" if "--autoencoder" in c else ""),
 )  # fmt: skip
+@pytest.mark.slow
 def test_every_command_refuses_the_payload(evil, tmp_path, capsys, command):
     ckpt, marker = evil
     shots = tmp_path / "shots.yaml"
@@ -128,6 +129,7 @@ def test_every_command_refuses_the_payload(evil, tmp_path, capsys, command):
         ("keyframe", "--model.autoencoder"),
     ],
 )
+@pytest.mark.slow
 def test_training_refuses_the_payload(evil, tiny_shapes, tmp_path, capsys, stage, option):
     ckpt, marker = evil
     argv = [

@@ -20,6 +20,7 @@ def model():
     return randomised(tiny_module())
 
 
+@pytest.mark.slow
 def test_off_is_bit_identical_and_leaves_no_state(model):
     before = model.sample(PROMPTS, seed=4)
     with anchored_attention(model.sampling_denoiser(), (0, 0, 0)):
@@ -28,6 +29,7 @@ def test_off_is_bit_identical_and_leaves_no_state(model):
     assert all(m.anchors is None for m in model.modules() if isinstance(m, Attention))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_anchor_is_unchanged_and_others_change(model, guidance):
     plain = model.sample(PROMPTS, seed=7, guidance=guidance)
@@ -126,7 +128,7 @@ class Recording:
     supports_anchors = True
 
     def __init__(self):
-        from pipeline.storyboard import oracle_keyframes
+        from pipeline.storyboard_models import oracle_keyframes
 
         self.draw = oracle_keyframes(16, 16)
         self.calls: list[tuple[list[int], list[int] | None]] = []
@@ -177,6 +179,7 @@ def test_the_shot_list_can_ask_for_consistency(tmp_path):
     assert not any("anchor" in panel for panel in manifest["panels"])
 
 
+@pytest.mark.slow
 def test_storyboard_consistency_with_a_tiny_saved_model(tmp_path):
     import numpy as np
 

@@ -1,4 +1,5 @@
-"""Loaders of keyframe/data.py: records from every kind of source, frames, resizing, datasets."""
+"""Training data (keyframe.records, .frames, .datasets, .data): records from every kind of source,
+frames, resizing, datasets, data modules."""
 
 import json
 
@@ -7,20 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from keyframe.data import (
-    ClipDataModule,
-    ClipDataset,
-    ImageCaptionDataset,
-    ImageDataModule,
-    load_records,
-    mirror_caption,
-    read_image,
-    read_video,
-    resize_frames,
-    split_records,
-    to_tensor,
-)
+from keyframe.data import ClipDataModule, ImageDataModule, split_records
+from keyframe.datasets import ClipDataset, ImageCaptionDataset, mirror_caption
 from keyframe.errors import UserError
+from keyframe.frames import read_image, read_video, resize_frames, to_tensor
+from keyframe.records import load_records
 from pipeline.cli import main
 from pipeline.shapes import parse_caption
 

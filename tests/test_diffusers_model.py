@@ -95,6 +95,7 @@ def keyframe(tiny, out, *extra):
     return main(["keyframe", "a red circle", "--out", str(out), "--keyframe-model", tiny, *extra])
 
 
+@pytest.mark.slow
 def test_keyframes_from_a_diffusers_folder_reproduce(tiny, tmp_path, capsys):
     base = ("--seed", "3", "--steps", "2", "--size", "32", "--num", "2")
     assert keyframe(tiny, tmp_path / "x.png", *base) == 0

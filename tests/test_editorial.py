@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.editorial import shots
-from pipeline.storyboard import load_storyboard, plan_from_manifest
+from pipeline.storyboard_manifest import load_storyboard, plan_from_manifest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes_film.yaml"
 MODELS = ["--keyframe-model", "oracle", "--tween-model", "crossfade", "--quiet"]

@@ -90,6 +90,7 @@ def test_scores_rank_a_perfect_tween_above_a_crossfade():
     assert fade["seconds_per_frame"] >= 0 and fade["peak_memory_mb"] >= 0
 
 
+@pytest.mark.slow
 def test_run_sets_prints_a_row_per_split_and_gap(tmp_path, capsys):
     (tmp_path / "carphone_pristine.mp4").write_bytes(_mp4(_clip(cut_at=None, frames=24)))
     args = argparse.Namespace(

@@ -10,14 +10,8 @@ import torch
 from keyframe.errors import UserError
 from pipeline import baselines, dataset
 from pipeline.cli import main
-from pipeline.evaluate import (
-    eval_keyframe,
-    eval_tween,
-    key_positions,
-    keyframe_prompts,
-    trackable,
-    tween_clips,
-)
+from pipeline.eval_keyframe import eval_keyframe, keyframe_prompts
+from pipeline.eval_tween import eval_tween, key_positions, trackable, tween_clips
 from pipeline.shapes import (
     Scene,
     SceneObject,
@@ -149,6 +143,7 @@ def tables():
     return {name: eval_tween(tween, clips, gaps=(4, 16)) for name, tween in tweens.items()}
 
 
+@pytest.mark.slow
 def test_the_oracle_tween_is_perfect(tables):
     for row in tables["oracle"].values():
         assert row["psnr"] == pytest.approx(100.0)  # identical frames: PSNR's cap
@@ -242,6 +237,7 @@ def test_eval_keyframe_writes_a_report(tmp_path, capsys):
     assert main([*argv, "--out", str(out), "--overwrite"]) == 0
 
 
+@pytest.mark.slow
 def test_eval_tween_writes_a_report_with_baselines(tmp_path, capsys):
     out = tmp_path / "tween.json"
     argv = ["eval", "tween", "--model", "oracle", "--clips", "2", "--size", "32"]
@@ -336,6 +332,7 @@ def test_eval_keyframe_runs_a_trained_model(tmp_path, capsys):
     assert "unknown sampler 'nope'" in last_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_eval_tween_runs_a_trained_model(tmp_path, capsys):
     from interpolate.module import InterpolateModule
 
@@ -399,8 +396,9 @@ def test_eval_tween_runs_a_trained_model(tmp_path, capsys):
 
 
 def test_eval_autoencoder_scores_identity_as_perfect_and_a_blurring_one_lower(tmp_path):
-    from keyframe.autoencoder import FrameAutoencoder, save_autoencoder
-    from pipeline.evaluate import eval_autoencoder
+    from keyframe.autoencoder import FrameAutoencoder
+    from keyframe.autoencoder_files import save_autoencoder
+    from pipeline.eval_autoencoder import eval_autoencoder
 
     report = tmp_path / "ae.json"
     code = main(["eval", "autoencoder", "--model", "identity", "--stills", "18", "--clips", "1",

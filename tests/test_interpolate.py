@@ -337,6 +337,7 @@ def test_tiny_config_trains_with_fast_dev_run(tiny_shapes, tmp_path):
     assert main(argv) == 0
 
 
+@pytest.mark.slow
 def test_trained_model_reloads_from_ckpt_and_pretrained_folder(tiny_shapes, tmp_path):
     from pipeline.train import build_cli
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from keyframe.errors import UserError
-from pipeline import io
+from pipeline import io, io_video
 
 RED, NAVY, YELLOW, TEAL = (230, 40, 40), (20, 30, 80), (245, 215, 40), (20, 110, 110)
 
@@ -165,7 +165,7 @@ def test_writer_failing_midway_leaves_no_partial_output(tmp_path, name):
             yield flat(RED if i % 2 else NAVY, 16, 16)
 
     with pytest.raises(RuntimeError, match="crashed"):
-        io.write_video(tmp_path / name, frames(), fps=24)
+        io_video.write_video(tmp_path / name, frames(), fps=24)
     if name == "frames":  # a sequence streams: finished frames stay, no partial frame does
         assert sorted(p.name for p in (tmp_path / name).iterdir()) == [
             "frame.0001.png",
@@ -183,8 +183,8 @@ def test_writer_failing_midway_leaves_no_partial_output(tmp_path, name):
 def test_mp4_round_trip_count_fps_colours_and_faststart(tmp_path):
     colours = [RED, NAVY, YELLOW, TEAL]
     frames = [flat(c) for c in colours for _ in range(6)]
-    path = io.write_mp4(tmp_path / "film.mp4", iter(frames), fps=24)
-    decoded, fps = io.read_video_frames(path)
+    path = io_video.write_mp4(tmp_path / "film.mp4", iter(frames), fps=24)
+    decoded, fps = io_video.read_video_frames(path)
     assert decoded.shape == (24, 48, 64, 3)
     assert fps == pytest.approx(24)
     error = np.abs(decoded.astype(np.float32) - np.stack(frames)).mean(axis=(1, 2, 3))
@@ -197,7 +197,7 @@ def test_mp4_round_trip_count_fps_colours_and_faststart(tmp_path):
 def test_mp4_is_h264_yuv420p_bt709(tmp_path):
     import av
 
-    io.write_mp4(tmp_path / "a.mp4", [flat(RED, 16, 16)] * 2, fps=30)
+    io_video.write_mp4(tmp_path / "a.mp4", [flat(RED, 16, 16)] * 2, fps=30)
     with av.open(str(tmp_path / "a.mp4")) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
@@ -211,8 +211,8 @@ def test_mp4_odd_size_is_padded_by_one_pixel(tmp_path):
     frame = flat(NAVY, 45, 63)
     frame[:, -1] = YELLOW  # the padding repeats the last column and row
     frame[-1, :] = YELLOW
-    io.write_mp4(tmp_path / "odd.mp4", [frame] * 3, fps=24)
-    decoded, _ = io.read_video_frames(tmp_path / "odd.mp4")
+    io_video.write_mp4(tmp_path / "odd.mp4", [frame] * 3, fps=24)
+    decoded, _ = io_video.read_video_frames(tmp_path / "odd.mp4")
     assert decoded.shape == (3, 46, 64, 3)
     assert np.abs(decoded[0, :45, :63].astype(float) - frame).mean() < 8
     assert np.abs(decoded[0, 40:, 63].astype(float) - YELLOW).mean() < 16
@@ -221,15 +221,15 @@ def test_mp4_odd_size_is_padded_by_one_pixel(tmp_path):
 
 def test_mp4_rejects_mixed_sizes_and_no_frames(tmp_path):
     with pytest.raises(ValueError, match="frame 1"):
-        io.write_mp4(tmp_path / "a.mp4", [flat(RED, 16, 16), flat(RED, 8, 16)], fps=24)
+        io_video.write_mp4(tmp_path / "a.mp4", [flat(RED, 16, 16), flat(RED, 8, 16)], fps=24)
     with pytest.raises(ValueError, match="no frames"):
-        io.write_mp4(tmp_path / "b.mp4", iter([]), fps=24)
+        io_video.write_mp4(tmp_path / "b.mp4", iter([]), fps=24)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_gif_frames_durations_and_loop(tmp_path):
     frames = [noise(i) for i in range(12)]
-    io.write_gif(tmp_path / "a.gif", frames, fps=24)
+    io_video.write_gif(tmp_path / "a.gif", frames, fps=24)
     with Image.open(tmp_path / "a.gif") as gif:
         assert gif.n_frames == 12
         assert gif.info["loop"] == 0
@@ -243,7 +243,7 @@ def test_gif_frames_durations_and_loop(tmp_path):
 
 def test_gif_held_frames_merge_but_keep_time(tmp_path):
     frames = [flat(RED, 8, 8)] * 24 + [flat(TEAL, 8, 8)] * 12
-    io.write_gif(tmp_path / "a.gif", frames, fps=24)
+    io_video.write_gif(tmp_path / "a.gif", frames, fps=24)
     with Image.open(tmp_path / "a.gif") as gif:
         durations = []
         for index in range(gif.n_frames):
@@ -256,7 +256,7 @@ def test_gif_held_frames_merge_but_keep_time(tmp_path):
 
 @pytest.mark.parametrize("fps", [24, 25, 30, 12, 23.976, 7.5])
 def test_gif_delays_track_true_time(fps):
-    delays = io.gif_delays_cs(100, fps)
+    delays = io_video.gif_delays_cs(100, fps)
     assert len(delays) == 100 and min(delays) >= 2
     assert sum(delays) == round(100 * 100 / fps)
     assert max(delays) - min(delays) <= 1
@@ -280,22 +280,22 @@ def test_png_sequence_names_pixels_and_overwrite(tmp_path):
 
 def test_write_video_dispatch_and_unsupported(tmp_path):
     frames = [flat(RED, 16, 16), flat(TEAL, 16, 16)]
-    assert io.write_video(tmp_path / "a.mp4", frames, 24) == [tmp_path / "a.mp4"]
-    assert io.write_video(tmp_path / "a.gif", frames, 24) == [tmp_path / "a.gif"]
-    assert len(io.write_video(tmp_path / "frames", frames, 24)) == 2
-    assert io.write_video(tmp_path / "a.mov", frames, 24) == [tmp_path / "a.mov"]  # ProRes
+    assert io_video.write_video(tmp_path / "a.mp4", frames, 24) == [tmp_path / "a.mp4"]
+    assert io_video.write_video(tmp_path / "a.gif", frames, 24) == [tmp_path / "a.gif"]
+    assert len(io_video.write_video(tmp_path / "frames", frames, 24)) == 2
+    assert io_video.write_video(tmp_path / "a.mov", frames, 24) == [tmp_path / "a.mov"]  # ProRes
     with pytest.raises(UserError, match=r"unsupported output format '\.avi'"):
-        io.write_video(tmp_path / "a.avi", frames, 24)
+        io_video.write_video(tmp_path / "a.avi", frames, 24)
     with pytest.raises(UserError, match=r"a\.mp4 exists"):
-        io.write_video(tmp_path / "a.mp4", frames, 24)
+        io_video.write_video(tmp_path / "a.mp4", frames, 24)
 
 
 def test_read_video_errors(tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all" * 10)
     with pytest.raises(UserError, match=r"bad\.mp4: not a readable video"):
-        io.read_video_frames(tmp_path / "bad.mp4")
+        io_video.read_video_frames(tmp_path / "bad.mp4")
     with pytest.raises(UserError, match=r"none\.mp4: video not found"):
-        io.read_video_frames(tmp_path / "none.mp4")
+        io_video.read_video_frames(tmp_path / "none.mp4")
 
 
 # --- provenance --------------------------------------------------------------------------------

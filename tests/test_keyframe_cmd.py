@@ -60,6 +60,7 @@ def test_images_and_sidecars_that_reproduce_them(model_dir, tmp_path, capsys):
     assert np.array_equal(read_image(tmp_path / "again.png"), images[1])
 
 
+@pytest.mark.slow
 def test_place_is_recorded_and_reproduced(model_dir, tmp_path):
     out = tmp_path / "placed.png"
     prompt = "a red circle at the top left"
@@ -142,6 +143,7 @@ def test_bad_models_and_outputs_are_one_line_errors(model_dir, tmp_path, capsys)
         assert err.count("\n") == 0 and words in err, err
 
 
+@pytest.mark.slow
 def test_a_prompt_the_shipped_model_was_not_trained_on(tmp_path, capsys):
     out = tmp_path / "k.png"
     assert main(["keyframe", "a knight walks into a castle", "--out", str(out)]) == 2

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
 from keyframe import pretrained
-from keyframe.autoencoder import FrameAutoencoder, save_autoencoder
+from keyframe.autoencoder import FrameAutoencoder
+from keyframe.autoencoder_files import save_autoencoder
 from keyframe.errors import UserError
 from keyframe.module import KeyframeModule
 from keyframe.pretrained import from_pretrained, save_pretrained
@@ -126,6 +127,7 @@ def _plain(value) -> bool:
 # ---- training ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_checkpoint_is_plain_and_loads_with_weights_only(trained):
     ckpt = torch.load(trained.ckpt, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
@@ -279,6 +281,7 @@ def model():
     return randomised(tiny_module())
 
 
+@pytest.mark.slow
 def test_each_image_depends_only_on_its_own_seed(model):
     three = model.sample(PROMPTS, seed=10)
     assert three.shape == (3, 3, 16, 16) and three.dtype == torch.float32
@@ -296,12 +299,14 @@ def test_each_image_depends_only_on_its_own_seed(model):
     assert torch.equal(*noisy)
 
 
+@pytest.mark.slow
 def test_prompts_change_the_image(model):
     a, b = model.sample(["a red circle", "a blue square"], seed=0), None
     b = model.sample(["a blue square", "a red circle"], seed=0)
     assert not torch.allclose(a[0], b[0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_negative_prompt_is_the_unconditional_branch(model):
     # guidance 0 is the unconditional denoiser alone, i.e. conditioned on the negative prompt.
     steered = model.sample(["a red circle"], negative_prompts="a blue square", guidance=0, seed=4)
@@ -341,6 +346,7 @@ def test_bad_sampling_options_are_user_errors(model, kwargs, words):
 # ---- saving and loading ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_checkpoint_and_pretrained_folder_sample_the_same_images(trained, tmp_path):
     module = trained.module
     reference = module.sample(PROMPTS, seed=5)
@@ -367,6 +373,7 @@ def test_checkpoint_and_pretrained_folder_sample_the_same_images(trained, tmp_pa
     save_pretrained(module, half, overwrite=True)
 
 
+@pytest.mark.slow
 def test_autoencoder_weights_travel_with_the_model(tmp_path):
     torch.manual_seed(0)
     ae = FrameAutoencoder(3, 4, base_channels=8, channel_mult=[1, 2], num_res_blocks=1)

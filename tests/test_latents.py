@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from keyframe.autoencoder import FrameAutoencoder, save_autoencoder
+from keyframe.autoencoder import FrameAutoencoder
+from keyframe.autoencoder_files import save_autoencoder
 from keyframe.data import ClipDataModule, ImageDataModule
 from keyframe.errors import UserError
 from pipeline.cli import main
@@ -22,6 +23,7 @@ def _ae(seed: int = 0) -> FrameAutoencoder:
     return ae.eval()
 
 
+@pytest.mark.slow
 def test_image_cache_equals_encoding_and_is_reused_until_something_changes(
     tiny_shapes, tmp_path, capsys
 ):
@@ -76,6 +78,7 @@ def test_clip_cache_cuts_the_same_windows_as_the_videos(tiny_shapes, tmp_path):
         torch.testing.assert_close(item["latent"], expected, atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["keyframe", "interpolate"])
 def test_training_runs_on_cached_latents(stage, tiny_shapes, tmp_path, one_thread):
     ae_dir = save_autoencoder(_ae(), tmp_path / "ae")

@@ -73,7 +73,7 @@ def test_placement_reads_every_phrasing_of_the_eval():
     phrasings of the eval's prompts (the background's colour words left out)."""
     import math
 
-    from pipeline.evaluate import keyframe_prompts
+    from pipeline.eval_keyframe import keyframe_prompts
     from pipeline.shapes.world import COLOURS
 
     def nearest(rgb):
@@ -211,6 +211,7 @@ def test_placement_loop_moves_two_subjects_to_their_own_cells():
     assert len(regions) == 2 and fit.score == 0
 
 
+@pytest.mark.slow
 def test_place_changes_nothing_without_position_words_and_refuses_anchors():
     model = randomised(tiny_module())
     prompts = ["a red circle", "a small green triangle"]
@@ -222,6 +223,7 @@ def test_place_changes_nothing_without_position_words_and_refuses_anchors():
         model.sample(prompts, seed=3, anchor=0, place=True)
 
 
+@pytest.mark.slow
 def test_sample_place_hyperparameter_is_the_default_unless_anchored():
     model = randomised(tiny_module(sample_place=True))
     prompt = ["a red circle at the bottom right", "a blue square on the left"]

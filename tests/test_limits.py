@@ -98,6 +98,7 @@ def test_a_huge_key_is_refused_from_its_header(keys, tmp_path, capsys):
         (["--size", "4096"], "4096x4096 is more than 4x the 64 px"),
     ],
 )
+@pytest.mark.slow
 def test_keyframe_guidance_and_size_limits(tmp_path, capsys, extra, words):
     out = tmp_path / "k.png"
     assert words in one_line(capsys, main(["keyframe", "a red circle", "--out", str(out), *extra]))
@@ -113,6 +114,7 @@ def test_storyboard_size_beyond_the_model_fails_before_any_panel(tmp_path, capsy
     assert not board.exists()
 
 
+@pytest.mark.slow
 def test_a_long_prompt_is_truncated_with_one_warning_line(tmp_path):
     """In a child process: pytest records warnings instead of showing them."""
     prompt = "a large red circle at the top left on a navy background " * 40
@@ -159,6 +161,7 @@ def test_placement_matching_is_the_cheapest():
         ("keyframe", "--data.num_workers", "-1"),
     ],
 )
+@pytest.mark.slow
 def test_loader_options_are_one_line_errors(tiny_shapes, tmp_path, capsys, stage, option, value):
     config = ROOT / "configs" / stage / "tiny.yaml"
     argv = ["train", stage, "fit", "--config", str(config), "--data.data", str(tiny_shapes),

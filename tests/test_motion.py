@@ -16,13 +16,8 @@ from interpolate.motion_training import (
     read_tracks,
     sample_layouts,
 )
-from interpolate.paths import (
-    PathFrames,
-    flat_background,
-    match_part,
-    rigid_parts,
-    split_objects,
-)
+from interpolate.paths import PathFrames
+from interpolate.shapes_prior import flat_background, match_part, rigid_parts, split_objects
 from keyframe.errors import UserError
 from pipeline.cli import main
 
@@ -113,6 +108,7 @@ def test_point_tracks_stay_inside_the_radius():
     assert offset[-20:, 0].norm(dim=-1).mean() > 0.05
 
 
+@pytest.mark.slow
 def test_training_learns_gravity(one_thread):
     """A small prior trained briefly on thrown points beats the straight line by far."""
     torch.manual_seed(0)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from interpolate.flow import FlowFrames, match_flow, robust_flow
-from interpolate.paths import PathFrames, path_coefficients, splat
+from interpolate.paths import PathFrames, path_coefficients
+from interpolate.splatting import splat
 from pipeline.shapes import Scene, SceneObject, render_still
 
 SIZE = 64

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from keyframe.data import ImageCaptionDataset, load_records
+from keyframe.datasets import ImageCaptionDataset
+from keyframe.records import load_records
 from keyframe.vocabulary import words_of
 from pipeline import phrasings as ph
 from pipeline.shapes import Description, ObjectWords, describe_still, random_still_scene

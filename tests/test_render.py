@@ -10,17 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from pipeline import baselines, io
+from pipeline import baselines, io, io_video
 from pipeline.cli import main
-from pipeline.render import (
-    SegmentCache,
-    film_frames,
-    load_tween_model,
-    parts_folder,
-    shot_starts,
-)
+from pipeline.render_models import load_tween_model
+from pipeline.render_output import parts_folder
+from pipeline.render_segments import SegmentCache, film_frames, shot_starts
 from pipeline.shotlist import load_shotlist
-from pipeline.storyboard import oracle_keyframes, plan_from_manifest
+from pipeline.storyboard_manifest import plan_from_manifest
+from pipeline.storyboard_models import oracle_keyframes
 from pipeline.timeline import animatic_frames, make_plan, plan_frames
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes_film.yaml"
@@ -77,7 +74,7 @@ def test_example_film_end_to_end_mp4(tmp_path):
     board = tmp_path / "board"
     args = ["render", str(EXAMPLE), "--out", str(out), "--storyboard", str(board), *MODELS]
     assert main(args) == 0
-    frames, fps = io.read_video_frames(out)
+    frames, fps = io_video.read_video_frames(out)
     assert frames.shape == (168, 64, 64, 3) and fps == 24
     panels = panel_images(board)
     for key, panel in zip([0, 36, 60, 108, 144], panels, strict=True):
@@ -166,7 +163,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_render(tmp_path):
     assert len(resumed.calls) == 2  # 4 model segments, 2 reused
     assert [s["reused"] for s in result.record["segments"]] == [True, True, False, False]
     assert out.read_bytes() == clean.read_bytes()
-    assert np.array_equal(io.read_video_frames(out)[0], io.read_video_frames(clean)[0])
+    assert np.array_equal(io_video.read_video_frames(out)[0], io_video.read_video_frames(clean)[0])
     assert not parts_folder(out).exists()
 
 
@@ -298,6 +295,7 @@ def trained_models(tmp_path_factory):
     return folder / "keyframe", folder / "interpolate"
 
 
+@pytest.mark.slow
 def test_trained_models_plug_in(tmp_path, trained_models):
     import torch
 

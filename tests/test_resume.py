@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from keyframe.data import ClipDataset, ImageCaptionDataset, load_records
+from keyframe.datasets import ClipDataset, ImageCaptionDataset
+from keyframe.records import load_records
 from keyframe.resume import EpochSampler, ResumableLoader
 from pipeline.cli import main
 
@@ -32,6 +33,7 @@ def fit_args(stage: str, data: Path, root: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_fast_dev_run_leaves_nothing_a_resume_would_pick_up(tiny_shapes, tmp_path, one_thread):
     assert main(fit_args("keyframe", tiny_shapes, tmp_path, "--trainer.fast_dev_run", "true")) == 0
     assert not list(tmp_path.rglob("*.ckpt"))
@@ -90,6 +92,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
         ("interpolate", ["--data.batch_size", "2"], 24, 8, 13),  # 5 batches an epoch
     ],
 )
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(
     tiny_shapes, tmp_path_factory, stage, data_args, steps, every, kill_at
 ):
@@ -159,6 +162,7 @@ def test_datasets_replace_a_bad_file_and_name_it(damaged):
     assert item["video"].shape == (3, 8, 32, 32) and item["bad"].startswith(str(bad[2]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "steps"), [("keyframe", "8"), ("interpolate", "6")])
 def test_training_over_5_percent_bad_files_finishes_and_says_which(
     damaged, tmp_path, capsys, one_thread, stage, steps
@@ -176,6 +180,7 @@ def test_training_over_5_percent_bad_files_finishes_and_says_which(
     assert f"from {len(mine)} bad files" in summary
 
 
+@pytest.mark.slow
 def test_too_many_bad_files_stop_the_run_with_one_line(damaged, tmp_path, capsys, one_thread):
     out, _ = damaged
     argv = fit_args("keyframe", out, tmp_path, "--trainer.max_steps", "8",
@@ -185,6 +190,7 @@ def test_too_many_bad_files_stop_the_run_with_one_line(damaged, tmp_path, capsys
     assert "files are unreadable, more than data.max_bad_fraction 0.01" in err
 
 
+@pytest.mark.slow
 def test_own_images_from_a_relative_path(tmp_path, monkeypatch, one_thread):
     folder = tmp_path / "own_imgs"
     folder.mkdir()

@@ -316,6 +316,7 @@ def test_format_and_parse_are_inverse(kind, background, objects, data):
     assert parse_caption("  " + text.upper() + ". ") == description
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_parser_never_crashes_on_free_text(text):

@@ -9,17 +9,11 @@ import pytest
 import torch
 
 from interpolate.module import InterpolateModule
-from keyframe.autoencoder import load_autoencoder
+from keyframe.autoencoder_files import load_autoencoder
 from keyframe.pretrained import from_pretrained
 from pipeline import baselines
-from pipeline.evaluate import (
-    eval_keyframe,
-    eval_tween,
-    keyframe_model,
-    keyframe_prompts,
-    model_tween,
-    tween_clips,
-)
+from pipeline.eval_keyframe import eval_keyframe, keyframe_model, keyframe_prompts
+from pipeline.eval_tween import eval_tween, model_tween, tween_clips
 from pipeline.shapes import render_still
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -58,6 +52,7 @@ def test_shipped_autoencoder_reconstructs_held_out_stills():
     assert psnr > MIN_AE_PSNR, f"{psnr:.2f} dB"
 
 
+@pytest.mark.slow
 def test_shipped_keyframe_model_draws_what_fixed_prompts_ask_for(keyframes):
     prompts = keyframe_prompts(12, 4, seed=SEED)
     generate = keyframe_model("shapes", steps=20, module=keyframes)
@@ -67,6 +62,7 @@ def test_shipped_keyframe_model_draws_what_fixed_prompts_ask_for(keyframes):
         assert report["accuracy"][attribute] >= low, attribute
 
 
+@pytest.mark.slow
 def test_shipped_keyframe_model_places_subjects_by_position_words(keyframes):
     assert keyframes.hparams.sample_place  # the shipped default
     prompts = keyframe_prompts(18, 0, seed=SEED)  # two prompts per cell
@@ -78,6 +74,7 @@ def test_shipped_keyframe_model_places_subjects_by_position_words(keyframes):
     assert placed >= MIN_PLACED_POSITION and placed > unplaced
 
 
+@pytest.mark.slow
 def test_shipped_keyframe_model_places_two_subjects_each_in_its_cell(keyframes):
     prompts = keyframe_prompts(0, 9, seed=SEED)  # a blue square at the top right and a ...
     generate = keyframe_model("shapes", steps=20, module=keyframes)
@@ -95,6 +92,7 @@ def interpolator():
     return InterpolateModule.from_pretrained("shapes")
 
 
+@pytest.mark.slow
 def test_shipped_interpolator_uses_its_keys(interpolator):
     model = interpolator
     assert model.hparams.num_frames == 17 and model.autoencoder.factor == 4
@@ -105,6 +103,7 @@ def test_shipped_interpolator_uses_its_keys(interpolator):
     assert table[2]["trajectory_px"] <= MAX_TRAJECTORY_GAP2
 
 
+@pytest.mark.slow
 def test_shipped_interpolator_beats_flow_from_its_flow_init(interpolator):
     assert interpolator.hparams.sample_init == "flow"  # the shipped default
     clips = tween_clips(4, 64, 17, seed=SEED)
@@ -120,6 +119,7 @@ def test_shipped_interpolator_beats_flow_from_its_flow_init(interpolator):
     assert ours["trajectory_px"] <= flow["trajectory_px"] / 3
 
 
+@pytest.mark.slow
 def test_shipped_motion_prior_keeps_objects_on_their_paths(interpolator):
     """The interpolator's learned motion prior: flow in-betweens along its paths beat the
     parabolas through three keys at gap 16, where bounces happen between keys."""

@@ -8,7 +8,7 @@ import pytest
 from keyframe.pretrained import SHIPPED_DIR, from_pretrained
 from keyframe.vocabulary import load_vocabulary
 from pipeline.cli import main
-from pipeline.evaluate import eval_keyframe, keyframe_model, keyframe_prompts
+from pipeline.eval_keyframe import eval_keyframe, keyframe_model, keyframe_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -21,6 +21,7 @@ def _accuracy(name: str, prompts) -> dict:
     return eval_keyframe(generate, prompts, batch_size=12, seed=SEED)["accuracy"]
 
 
+@pytest.mark.slow
 def test_paraphrase_model_follows_held_out_phrasings_the_shapes_model_misses():
     prompts = keyframe_prompts(12, 0, seed=SEED, phrasing="heldout")
     tuned, base = _accuracy("shapes-phrasings", prompts), _accuracy("shapes", prompts)

@@ -14,15 +14,10 @@ from keyframe.errors import UserError
 from pipeline import io
 from pipeline.cli import main
 from pipeline.shotlist import load_shotlist
-from pipeline.storyboard import (
-    MANIFEST,
-    SHEET,
-    fit_image,
-    load_storyboard,
-    oracle_keyframes,
-    parse_panels,
-    shot_numbers,
-)
+from pipeline.storyboard_draw import fit_image
+from pipeline.storyboard_manifest import MANIFEST, SHEET, load_storyboard, shot_numbers
+from pipeline.storyboard_models import oracle_keyframes
+from pipeline.storyboard_options import parse_panels
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes_film.yaml"
 ORACLE = ["--keyframe-model", "oracle", "--quiet"]

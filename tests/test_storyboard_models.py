@@ -17,7 +17,7 @@ from pipeline import io
 from pipeline.cli import main
 from pipeline.sheet import FLAG
 from pipeline.shotlist import parse_shotlist
-from pipeline.storyboard import MANIFEST, SHEET
+from pipeline.storyboard_manifest import MANIFEST, SHEET
 
 CAPTION = "a large red circle at the top left on a navy background"
 
@@ -88,6 +88,7 @@ def test_prompts_outside_the_vocabulary_are_refused_or_flagged(tmp_path, tiny_mo
     assert cells == {(0, 1), (1, 0)}  # panel 2 top right, panel 3 bottom left
 
 
+@pytest.mark.slow
 def test_each_panel_may_have_its_own_model(tmp_path, tiny_model):
     panels = f"""\
   - prompt: {CAPTION}

@@ -205,6 +205,7 @@ def _video_module(**overrides) -> InterpolateModule:
     return InterpolateModule(**(args | overrides))
 
 
+@pytest.mark.slow
 def test_init_from_a_keyframe_checkpoint_copies_the_ema_unet_and_widens_the_input(keyframe_ckpt):
     path, keyframe = keyframe_ckpt
     model = _video_module(init_from=str(path))
@@ -256,6 +257,7 @@ def test_init_from_without_text_drops_the_keyframe_cross_attention(keyframe_ckpt
     )
 
 
+@pytest.mark.slow
 def test_init_from_a_keyframe_pretrained_folder(keyframe_ckpt, tmp_path):
     from keyframe.pretrained import save_pretrained
 

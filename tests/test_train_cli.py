@@ -37,6 +37,7 @@ def one_line_error(capsys) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_fast_dev_run_of_the_tiny_config(tiny_shapes, tmp_path, one_thread):
     assert main(fit_args(tiny_shapes, tmp_path, "--trainer.fast_dev_run", "true")) == 0
 
@@ -56,6 +57,7 @@ def test_print_config_resolves_interpolations_after_overrides(tmp_path, capsys):
     assert config["data"]["size"] == 32 and config["model"]["text_vocab_size"] == 4096
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_config_parses(path, capsys):
     assert path.parent.name in STAGES
@@ -65,6 +67,7 @@ def test_every_config_parses(path, capsys):
     assert yaml.safe_load(capsys.readouterr().out)["model"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "shapes"])
 def test_keyframe_configs_instantiate(name, tiny_shapes, tmp_path):
     args = ["--config", str(ROOT / "configs" / "keyframe" / f"{name}.yaml")]

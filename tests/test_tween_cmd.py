@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from pipeline.io import read_image, read_video_frames
+from pipeline.io import read_image
+from pipeline.io_video import read_video_frames
 from pipeline.sequences import KeyFile, plan_timing
-from pipeline.tween import from_model, make_fit, to_model
+from pipeline.tween_fit import from_model, make_fit, to_model
 
 TINY = {
     "image_size": 16,

@@ -60,6 +60,7 @@ def _randomise_zeros(net: nn.Module, seed: int = 0) -> nn.Module:
         ),
     ],
 )
+@pytest.mark.slow
 def test_output_shape(kwargs, size):
     torch.manual_seed(0)
     net = _randomise_zeros(UNet(in_channels=5, out_channels=3, **kwargs))
@@ -124,6 +125,7 @@ def test_fully_masked_context_acts_like_no_context():
     torch.testing.assert_close(masked, none)
 
 
+@pytest.mark.slow
 def test_pooled_and_extra_embedding_condition_the_output():
     net = _text_net()
     x, c_noise = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.3])

@@ -80,6 +80,7 @@ def test_the_shipped_model_records_the_caption_grammar_it_trained_on():
     assert training_vocabulary().words >= shipped.words
 
 
+@pytest.mark.slow
 def test_training_records_its_words_and_export_writes_them(tiny_shapes, tmp_path, one_thread):
     extra = ("--trainer.max_steps", "2", "--trainer.limit_val_batches", "0")
     assert main(fit_args(tiny_shapes, tmp_path, *extra)) == 0

@@ -31,8 +31,9 @@ import torch
 from interpolate.flow import check_init
 from interpolate.paths import PathFrames
 from keyframe.errors import UserError
-from keyframe.inference import check_sampling_options
+from keyframe.inference import sampling_defaults
 from keyframe.pixels import from_uint8, to_uint8
+from keyframe.sampling_options import check_sampling_options, with_defaults
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -174,6 +175,7 @@ def interpolate_frames(
 
     Arguments are checked (and keys encoded) at the call, before any frame is asked for.
     """
+    check_sampling_options(steps, guidance, sampler)
     keys = _stack_keys(keys).float()
     positions = check_timing(positions, num_frames)
     if len(positions) != keys.shape[0]:
@@ -184,10 +186,9 @@ def interpolate_frames(
     if not (math.isfinite(fps) and fps > 0):
         raise UserError(f"fps: expected a positive frame rate, got {fps}")
     windows = plan_windows(positions, num_frames, window, context)
-    steps = model.hparams.sample_steps if steps is None else steps
-    sampler = model.hparams.sample_sampler if sampler is None else sampler
-    cond = model.sampling_conditions(prompt, guidance)
-    check_sampling_options(steps, cond["guidance"], sampler)
+    chosen = with_defaults(sampling_defaults(model), steps=steps, sampler=sampler)
+    steps, sampler = chosen["steps"], chosen["sampler"]
+    cond = model.sampling_conditions(prompt, guidance)  # guidance None: the model's, too
     init = model.hparams.sample_init if init is None else init
     init_sigma = model.hparams.sample_init_sigma if init_sigma is None else init_sigma
     check_init(init, init_sigma)

@@ -13,9 +13,10 @@ from einops import rearrange
 
 from interpolate.flow import check_init
 from keyframe.errors import UserError
-from keyframe.inference import check_sampling_options, eval_mode, float32_io
+from keyframe.inference import eval_mode, float32_io, sampling_defaults
 from keyframe.sampling import Callback, cfg_denoiser
 from keyframe.sampling import sample as run_sampler
+from keyframe.sampling_options import with_defaults
 
 if TYPE_CHECKING:
     from interpolate.module import InterpolateModule
@@ -50,7 +51,7 @@ def sampling_conditions(
 ) -> dict[str, Any]:
     """Text conditioning for sampling: {"cond", "uncond", "guidance"}, encoded once and
     shared by every window. Without a text model a prompt is refused."""
-    guidance = model.hparams.sample_guidance if guidance is None else guidance
+    guidance = with_defaults(sampling_defaults(model), guidance=guidance)["guidance"]
     if model.text is None:
         if prompt:
             raise UserError("prompt: this interpolation model has no text conditioning")
@@ -84,11 +85,9 @@ def sample_window(
 
     `init` (f, c, h, w): latents to refine from noise level `init_sigma` (SDEdit) instead of
     drawing the unknown frames from pure noise."""
-    # 1. Fill in the defaults and check them.
-    hp = model.hparams
-    steps = hp.sample_steps if steps is None else steps
-    sampler = hp.sample_sampler if sampler is None else sampler
-    check_sampling_options(steps, conditions["guidance"], sampler)
+    # 1. Fill in the defaults (the caller checked what it was given: check_sampling_options).
+    chosen = with_defaults(sampling_defaults(model), steps=steps, sampler=sampler)
+    steps, sampler = chosen["steps"], chosen["sampler"]
     # 2. The window as the network takes it, and the denoiser that keeps the known frames.
     known_latents, mask, extra = _window_inputs(model, latents, known, fps)
     denoise = _window_denoiser(model, conditions, extra, known_latents, mask)

@@ -23,10 +23,10 @@ from torch import nn
 
 from interpolate import inference, init_weights
 from interpolate.masks import draw_mask
-from interpolate.motion import MotionPrior, model_prior
+from interpolate.motion import FOLDER, MotionPrior, model_prior
 from interpolate.network import check_interpolate_options, video_unet
+from keyframe import hub, pretrained
 from keyframe import latents as latent_cache
-from keyframe import pretrained
 from keyframe.autoencoder_files import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.latents import latent_batch
@@ -294,51 +294,53 @@ class InterpolateModule(L.LightningModule):
     sampling_conditions = inference.sampling_conditions
     sample_window = inference.sample_window
 
-    # ---- saving and loading -------------------------------------------------------------------
+    # ---- saving and loading (keyframe.hub: the `interpolate` kind) ------------------------------
 
-    def save_pretrained(
-        self,
-        directory: str | os.PathLike,
-        fp16: bool = True,
-        overwrite: bool = False,
-        shared_autoencoder: str | None = None,
-        int8: bool = False,
-    ) -> Path:
-        """Write the sampling weights and config in the keyframe stage's layout (see
-        keyframe/pretrained.py): `model.safetensors` (EMA network as `net.*`, text tower as
-        `text.*`, autoencoder as `autoencoder.*` unless `shared_autoencoder` names the shipped
-        keyframe model it comes from; fp16 if asked, int8 weight matrices if `int8`) and
-        `config.json`, atomically."""
-        names = inspect.signature(InterpolateModule).parameters
-        hparams = {k: v for k, v in self.hparams.items() if k in names}
-        return pretrained.write_pretrained(
-            directory, self, "InterpolateModule", hparams, fp16, overwrite, shared_autoencoder,
-            int8,
-        )  # fmt: skip
+    def save_pretrained(self, directory: str | os.PathLike, **options: Any) -> Path:
+        """`hub.save_pretrained(self, directory, **options)`; options: see `save_interpolate`."""
+        return save_interpolate(self, directory, **options)
 
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     ) -> InterpolateModule:
-        """A model ready to sample from a folder written by `save_pretrained`, a training .ckpt,
-        or the name of a model shipped in interpolate/weights/<name>/; on `device`, in eval mode,
-        float32, the EMA weights as its only weights. Nothing is read from the files it was
-        trained with (no keyframe init, no text checkpoint; the autoencoder from its record)."""
-        path = resolve_model(name_or_path)
-        model = pretrained.load_pretrained(
-            InterpolateModule, path, device, ema_decay=0.0, text_pretrained=None, init_from=None
-        )
-        if path.is_dir():
-            # Not a submodule: the prior ships in its own folder and stays out of state_dict.
-            object.__setattr__(model, "motion_prior", model_prior(path))
-        return model
+        """`hub.from_pretrained(name_or_path, kind="interpolate", device=device)`: a folder,
+        a training .ckpt or a name shipped in interpolate/weights/ (see `load_interpolate`)."""
+        return hub.from_pretrained(name_or_path, "interpolate", device)
 
 
-def shipped_models() -> list[str]:
-    """Names of the interpolation models shipped in interpolate/weights/."""
-    return pretrained.shipped_models(SHIPPED_DIR)
+def save_interpolate(
+    module: InterpolateModule,
+    directory: str | os.PathLike,
+    fp16: bool = True,
+    overwrite: bool = False,
+    shared_autoencoder: str | None = None,
+    int8: bool = False,
+) -> Path:
+    """The `interpolate` kind's saver: the keyframe stage's layout (keyframe/pretrained.py):
+    `model.safetensors` (EMA network as `net.*`, text tower as `text.*`, autoencoder as
+    `autoencoder.*` unless `shared_autoencoder` names the shipped keyframe model it comes from;
+    fp16 if asked, int8 weight matrices if `int8`), `config.json`, and the motion prior (if
+    any) in `motion/`; atomically."""
+    names = inspect.signature(InterpolateModule).parameters
+    hparams = {k: v for k, v in module.hparams.items() if k in names}
+    written = pretrained.write_pretrained(
+        directory, module, "InterpolateModule", hparams, fp16, overwrite, shared_autoencoder, int8
+    )
+    if module.motion_prior is not None:
+        hub.save_pretrained(module.motion_prior, written / FOLDER, fp16=fp16, overwrite=overwrite)
+    return written
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The folder or .ckpt an interpolation model name or path refers to; a path wins."""
-    return pretrained.resolve_model(name_or_path, SHIPPED_DIR, what="interpolation model")
+def load_interpolate(path: Path, device: str | torch.device = "cpu") -> InterpolateModule:
+    """The `interpolate` kind's loader: a model ready to sample from a folder or a training
+    .ckpt; on `device`, in eval mode, float32, the EMA weights as its only weights. Nothing is
+    read from the files it was trained with (no keyframe init, no text checkpoint; the
+    autoencoder from its record); a folder's `motion/` prior becomes `motion_prior`."""
+    model = pretrained.load_pretrained(
+        InterpolateModule, path, device, ema_decay=0.0, text_pretrained=None, init_from=None
+    )
+    if path.is_dir():
+        # Not a submodule: the prior ships in its own folder and stays out of state_dict.
+        object.__setattr__(model, "motion_prior", model_prior(path))
+    return model

@@ -10,7 +10,6 @@ floor and walls. A model ships its prior in a `motion/` folder beside its weight
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,13 +17,11 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from keyframe import hub
 from keyframe.errors import UserError
-from keyframe.files import atomic_write
 
 FORMAT = "animatic-motion-prior"
 VERSION = 2  # version 1 priors had 15 features (no velocities): retrain them
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FOLDER = "motion"  # a model's prior, inside its pretrained folder
 NUM_FEATURES = 23
 
@@ -91,52 +88,53 @@ class MotionPrior(nn.Module):
     def config(self) -> dict:
         return {"hidden": self.hidden, "depth": self.depth, "scale": self.scale}
 
-    def save_pretrained(
-        self, directory: str | os.PathLike, fp16: bool = True, overwrite: bool = False
-    ) -> Path:
-        """Write `model.safetensors` and `config.json` to `directory`, each atomically."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        if (directory / WEIGHTS_NAME).exists() and not overwrite:
-            raise UserError(f"{directory}: a motion prior is already there (--overwrite replaces)")
-        directory.mkdir(parents=True, exist_ok=True)
-        dtype = torch.float16 if fp16 else torch.float32
-        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p)))
-        record = {"format": FORMAT, "version": VERSION, "config": self.config()}
-        text = json.dumps(record, indent=2) + "\n"
-        atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text))
-        return directory
+    def save_pretrained(self, directory: str | os.PathLike, **options) -> Path:
+        """`hub.save_pretrained(self, directory, **options)`; options: see `save_prior`."""
+        return save_prior(self, directory, **options)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> MotionPrior:
-        """A prior written by `save_pretrained`, float32, in eval mode."""
-        from safetensors.torch import load_file
+        """`hub.from_pretrained(directory, kind="motion")`: see `load_prior`."""
+        return hub.from_pretrained(directory, "motion")
 
-        directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        try:
-            record = json.loads(config_path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"{config_path}: not a readable motion prior config ({err})") from None
-        if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise UserError(f"{config_path}: not a motion prior config (format {FORMAT!r})")
-        if record.get("version") != VERSION:
-            raise UserError(
-                f"{config_path}: motion prior version {record.get('version')!r}, this animatic "
-                f"reads version {VERSION}; retrain it (animatic train motion fit)"
-            )
-        try:
-            prior = cls(**record["config"])
-            state = load_file(str(directory / WEIGHTS_NAME))
-            prior.load_state_dict({k: v.float() for k, v in state.items()})
-        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise UserError(f"{directory}: cannot load the motion prior ({err})") from None
-        return prior.eval()
+
+def save_prior(
+    prior: MotionPrior, directory: str | os.PathLike, fp16: bool = True, overwrite: bool = False
+) -> Path:
+    """The `motion` kind's saver: `model.safetensors` and `config.json`, each atomically."""
+    directory = hub.prepare_folder(Path(directory), overwrite)
+    dtype = torch.float16 if fp16 else torch.float32
+    hub.write_weights(
+        directory,
+        {k: v.detach().to("cpu", dtype).contiguous() for k, v in prior.state_dict().items()},
+    )
+    hub.write_config(
+        directory, "motion", {"format": FORMAT, "version": VERSION, "config": prior.config()}
+    )
+    return directory
+
+
+def load_prior(directory: Path, device: str | torch.device = "cpu") -> MotionPrior:
+    """The `motion` kind's loader: a prior written by `save_prior`, float32, in eval mode."""
+    config_path = directory / hub.CONFIG_NAME
+    record = hub.read_config(directory)[0]
+    if record.get("format") != FORMAT:
+        raise UserError(f"{config_path}: not a motion prior config (format {FORMAT!r})")
+    if record.get("version") != VERSION:
+        raise UserError(
+            f"{config_path}: motion prior version {record.get('version')!r}, this animatic "
+            f"reads version {VERSION}; retrain it (animatic train motion fit)"
+        )
+    try:
+        prior = MotionPrior(**record["config"])
+        state = hub.read_weights(directory)
+        prior.load_state_dict({k: v.float() for k, v in state.items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{directory}: cannot load the motion prior ({err})") from None
+    return prior.to(device).eval()
 
 
 def model_prior(model_dir: str | os.PathLike) -> MotionPrior | None:
     """The prior shipped with a pretrained model folder (its `motion/` folder), if it has one."""
     folder = Path(model_dir) / FOLDER
-    return MotionPrior.from_pretrained(folder) if folder.is_dir() else None
+    return hub.from_pretrained(folder, "motion") if folder.is_dir() else None

@@ -1,6 +1,7 @@
 """Autoencoder files: the {"kind", "config"} record that checkpoints and model configs store,
-`save_autoencoder` / `load_autoencoder` (a folder of json + safetensors, a training `.ckpt`,
-'identity', or a shipped model's name), and the weight comparison that shared autoencoders need."""
+the `autoencoder` kind of keyframe.hub (`save_autoencoder`; `load_autoencoder` reads 'identity', a
+folder, a training `.ckpt`, or the autoencoder inside a keyframe or interpolation model folder or
+shipped model), and the weight comparison that shared autoencoders need."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from typing import Any
 
 import torch
 
+from keyframe import hub
 from keyframe.autoencoder import Autoencoder, FrameAutoencoder, IdentityAutoencoder
 from keyframe.errors import UserError
-from keyframe.files import atomic_write, load_checkpoint
+from keyframe.files import load_checkpoint
 
-WEIGHTS_NAME = "autoencoder.safetensors"
-CONFIG_NAME = "autoencoder.json"
+LEGACY_WEIGHTS, LEGACY_CONFIG = "autoencoder.safetensors", "autoencoder.json"  # read, not written
 FORMAT_VERSION = 1
 
 
@@ -77,15 +78,10 @@ def _shipped_copy(name: str, config: dict, where: Path) -> Autoencoder:
 def save_autoencoder(
     ae: Autoencoder, directory: str | os.PathLike, fp16: bool = False, overwrite: bool = False
 ) -> Path:
-    """Write `autoencoder.json` (kind + constructor args incl. the latent scale) and, for a trained
-    autoencoder, `autoencoder.safetensors` (fp16 weights if asked), atomically. Returns the dir."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    existing = [p for p in (directory / CONFIG_NAME, directory / WEIGHTS_NAME) if p.exists()]
-    if existing and not overwrite:
-        raise UserError(f"{existing[0]}: already exists (pass overwrite=True to replace it)")
-    directory.mkdir(parents=True, exist_ok=True)
+    """The `autoencoder` kind's saver: `config.json` (kind, and the autoencoder's record with
+    its constructor args incl. the latent scale) and, for a trained autoencoder,
+    `model.safetensors` (fp16 weights if asked), atomically. Returns the folder."""
+    directory = hub.prepare_folder(Path(directory), overwrite)
     if not isinstance(ae, IdentityAutoencoder):
         state = {}
         for key, value in ae.state_dict().items():
@@ -93,10 +89,9 @@ def save_autoencoder(
             if fp16 and value.is_floating_point() and key not in ("latent_scale", "latent_shift"):
                 value = value.half()
             state[key] = value.contiguous()
-        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
-    meta = {"format_version": FORMAT_VERSION, **autoencoder_record(ae)}
-    text = json.dumps(meta, indent=2) + "\n"
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        hub.write_weights(directory, state)
+    config = {"format_version": FORMAT_VERSION, "autoencoder": autoencoder_record(ae)}
+    hub.write_config(directory, "autoencoder", config)
     return directory
 
 
@@ -117,33 +112,48 @@ def _load_checkpoint(path: Path) -> FrameAutoencoder:
 
 
 def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> Autoencoder:
-    """Load 'identity', a directory written by `save_autoencoder`, its json or safetensors file,
-    an AutoencoderModule `.ckpt`, or the name of a shipped keyframe model (its autoencoder); in
-    eval mode on `device`."""
+    """Load 'identity', or through keyframe.hub (`load_autoencoder_path`): an autoencoder
+    folder or a file of it, an AutoencoderModule `.ckpt`, or the autoencoder inside a keyframe
+    or interpolation model folder or shipped model (by name); in eval mode on `device`."""
     if str(path) == "identity":
         return IdentityAutoencoder()
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        if not path.is_file():
-            raise UserError(f"{path}: autoencoder checkpoint not found")
-        return _load_checkpoint(path).to(device).eval()
-    if not path.exists() and len(path.parts) == 1 and not path.suffix:
-        from keyframe.pretrained import shipped_autoencoder  # a name: the shipped models' own
+    if Path(path).suffix == ".ckpt" and not Path(path).is_file():
+        raise UserError(f"{path}: autoencoder checkpoint not found")
+    return hub.from_pretrained(path, "autoencoder", device)
 
-        return shipped_autoencoder(str(path)).to(device).eval()
-    if path.is_dir():
-        config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
-    else:
-        config_path, weights_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    if not config_path.is_file():
-        raise UserError(
-            f"{config_path}: autoencoder config not found (expected a directory with "
-            f"{CONFIG_NAME} and {WEIGHTS_NAME}, a .ckpt, or 'identity')"
-        )
-    try:
-        record = json.loads(config_path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"{config_path}: unreadable autoencoder config ({err})") from err
+
+def load_autoencoder_path(path: Path, device: str | torch.device = "cpu") -> Autoencoder:
+    """The `autoencoder` kind's loader for a resolved `path` (see `load_autoencoder`)."""
+    if path.suffix == ".ckpt":
+        return _load_checkpoint(path).to(device).eval()
+    if path.is_file() and path.name not in (hub.CONFIG_NAME, hub.WEIGHTS_NAME):
+        return _load_files(path.with_suffix(".json"), path.with_suffix(".safetensors"), device)
+    folder = path.parent if path.is_file() else path
+    config, kind = hub.read_config(folder)
+    if kind != "autoencoder":  # a model folder: its own autoencoder (how models share one)
+        from keyframe.pretrained import model_autoencoder
+
+        return model_autoencoder(folder).to(device).eval()
+    if not (folder / hub.CONFIG_NAME).is_file():  # written before config.json
+        return _load_files(folder / LEGACY_CONFIG, folder / LEGACY_WEIGHTS, device)
+    record = config.get("autoencoder")
+    return _load_files(folder / hub.CONFIG_NAME, folder / hub.WEIGHTS_NAME, device, record)
+
+
+def _load_files(
+    config_path: Path, weights_path: Path, device: str | torch.device, record: Any = None
+) -> Autoencoder:
+    """An autoencoder from its config (or its `record` from there) and weights files."""
+    if record is None:
+        if not config_path.is_file():
+            raise UserError(
+                f"{config_path}: autoencoder config not found (expected a folder with "
+                f"{hub.CONFIG_NAME} and {hub.WEIGHTS_NAME}, a .ckpt, or 'identity')"
+            )
+        try:
+            record = json.loads(config_path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{config_path}: unreadable autoencoder config ({err})") from None
     ae = build_autoencoder(record, config_path)
     if isinstance(ae, IdentityAutoencoder):
         return ae
@@ -154,5 +164,5 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
     try:
         ae.load_state_dict(load_file(weights_path))
     except Exception as err:
-        raise UserError(f"{weights_path}: unreadable autoencoder weights ({err})") from err
+        raise UserError(f"{weights_path}: unreadable autoencoder weights ({err})") from None
     return ae.to(device).eval()

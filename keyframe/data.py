@@ -123,8 +123,10 @@ class ImageDataModule(LightningDataModule):
             device = next(iter(ae.parameters()), torch.empty(0)).device
             images = ImageCaptionDataset(records, self.size, mode=self.mode)
             cache.ensure_cache(
-                self.latents, identity,
-                lambda: cache.encode_images(ae, images, self.flip, self.batch_size, device),
+                self.latents, identity, records,
+                lambda groups: cache.encode_images(
+                    ae, images, groups, self.flip, self.batch_size, device
+                ),
             )  # fmt: skip
         barrier()
         captions = [caption_choices(r) for r in records]
@@ -184,8 +186,10 @@ class ClipDataModule(LightningDataModule):
         if build:
             device = next(iter(ae.parameters()), torch.empty(0)).device
             cache.ensure_cache(
-                self.latents, identity,
-                lambda: cache.encode_clips(ae, clips.records, self.size, self.mode, device),
+                self.latents, identity, clips.records,
+                lambda groups: cache.encode_clips(
+                    ae, clips.records, groups, self.size, self.mode, device
+                ),
             )  # fmt: skip
         barrier()
         self.train_set = cache.CachedClipDataset(self.latents, clips)

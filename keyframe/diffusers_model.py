@@ -106,15 +106,17 @@ class DiffusersModel:
         side = sample if isinstance(sample, int) else 64
         return side * self.scale
 
-    def defaults(self) -> tuple[int, float]:
-        """The pipeline's own default steps and guidance."""
+    def sampling_defaults(self) -> dict:
+        """The pipeline's own default steps and guidance (its __call__'s defaults), and sampler
+        None: the folder's own scheduler. The one default of each for a diffusers model."""
         params = inspect.signature(self.pipe.__call__).parameters
-        steps = params.get("num_inference_steps")
-        guidance = params.get("guidance_scale")
-        return (
-            int(steps.default) if steps is not None and steps.default else 30,
-            float(guidance.default) if guidance is not None and guidance.default else 7.5,
-        )
+        steps = getattr(params.get("num_inference_steps"), "default", None)
+        guidance = getattr(params.get("guidance_scale"), "default", None)
+        return {
+            "steps": int(steps) if isinstance(steps, (int, float)) and steps else 30,
+            "guidance": float(guidance) if isinstance(guidance, (int, float)) and guidance else 7.5,
+            "sampler": None,
+        }
 
 
 def load_diffusers(name: str, device: str | torch.device = "cpu") -> DiffusersModel:
@@ -158,10 +160,9 @@ def check_size(model: DiffusersModel, width: int, height: int) -> None:
 
 
 def _set_scheduler(model: DiffusersModel, sampler: str | None) -> None:
+    """The scheduler of a sampler name (checked by check_sampling_options: the same names)."""
     if sampler is None:
         return
-    if sampler not in SCHEDULERS:
-        raise UserError(f"sampler: expected one of {', '.join(SCHEDULERS)}, got {sampler!r}")
     import diffusers
 
     cls = getattr(diffusers, SCHEDULERS[sampler])
@@ -212,8 +213,8 @@ def sample_diffusers(
     prompts: Sequence[str],
     negatives: Sequence[str],
     seeds: Sequence[int],
-    steps: int,
-    guidance: float,
+    steps: int | None,
+    guidance: float | None,
     size: tuple[int, int],
     sampler: str | None = None,
     anchors: Sequence[int] | None = None,
@@ -221,9 +222,14 @@ def sample_diffusers(
     callback: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Images for prompts as uint8 (n, h, w, 3), size = (width, height). `anchors`/`noise_share`:
-    panel consistency (see the module docstring); `callback()` after every step."""
+    panel consistency (see the module docstring); `callback()` after every step. Steps,
+    guidance or sampler None: the model's `sampling_defaults`."""
     from keyframe.consistency import anchor_list, share_noise
+    from keyframe.sampling_options import check_sampling_options, with_defaults
 
+    check_sampling_options(steps, guidance, sampler)
+    chosen = with_defaults(model.sampling_defaults(), steps=steps, guidance=guidance)
+    steps, guidance = chosen["steps"], chosen["guidance"]
     width, height = size
     check_size(model, width, height)
     _set_scheduler(model, sampler)

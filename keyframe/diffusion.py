@@ -115,8 +115,8 @@ def karras_sigmas(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Sampling schedule of EDM eq. 5: `steps` sigmas from sigma_max down to sigma_min, then 0."""
-    if steps < 1:
-        raise UserError(f"steps: expected a positive number of sampling steps, got {steps}")
+    if steps < 1:  # an internal guard: users' steps are checked by check_sampling_options
+        raise ValueError(f"karras_sigmas needs at least 1 step, got {steps}")
     if not 0 < sigma_min < sigma_max:
         raise UserError(
             f"sigma_min/sigma_max: expected 0 < min < max, got {sigma_min}, {sigma_max}"

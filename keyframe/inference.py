@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,33 +20,24 @@ from keyframe.consistency import anchor_list, anchored_attention, share_noise
 from keyframe.diffusion import Denoiser
 from keyframe.errors import UserError
 from keyframe.pixels import to_uint8
-from keyframe.sampling import Callback, Generator, cfg_denoiser, check_sampler, randn
+from keyframe.sampling import Callback, Generator, cfg_denoiser, randn
 from keyframe.sampling import sample as run_sampler
+from keyframe.sampling_options import check_sampling_options, with_defaults
 
 if TYPE_CHECKING:
     from keyframe.module import KeyframeModule
 
-MAX_SAMPLE_STEPS = 1000
-MAX_GUIDANCE = 100.0  # scales in use are 1-20; far above, every image saturates (1e30: black)
 MAX_SIZE_FACTOR = 4  # sampling sides up to 4x the training size (the cost grows as its square)
 PLACE_ROUNDS = 3  # redraws at most per placed image (the best draw is kept)
 
 Draw = Callable[..., torch.Tensor]  # draw(noise, index=None) -> latents
 
 
-def check_sampling_options(steps: Any, guidance: Any, sampler: Any) -> None:
-    """UserError unless steps is an integer in 1..1000, guidance a number in 0..100, sampler
-    known."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLE_STEPS:
-        raise UserError(f"steps: expected an integer from 1 to {MAX_SAMPLE_STEPS}, got {steps!r}")
-    if (
-        isinstance(guidance, bool)
-        or not isinstance(guidance, (int, float))
-        or not math.isfinite(guidance)
-        or not 0 <= guidance <= MAX_GUIDANCE
-    ):
-        raise UserError(f"guidance: expected a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
-    check_sampler(sampler)
+def sampling_defaults(model: torch.nn.Module) -> dict[str, Any]:
+    """A trained model's own steps, guidance and sampler: its sample_* hyperparameters (its
+    config.json), the one default of each (KeyframeModule and InterpolateModule alike)."""
+    hp = model.hparams
+    return {"steps": hp.sample_steps, "guidance": hp.sample_guidance, "sampler": hp.sample_sampler}
 
 
 def image_generators(seed: int, count: int) -> list[torch.Generator]:
@@ -96,16 +86,20 @@ def sample(
 
     Guidance's uncond prompt is the negative prompt ("" if none). Image i uses seed + i; a
     `generator` (one, or one per image) replaces the seed; with neither, the global RNG is used.
-    Steps, guidance, sampler and `place` (`place_subjects`; off when anchored) default to the
-    sample_* hyperparameters. `anchor` (an index, or one per image; not with `place`):
+    Steps, guidance, sampler (None: `sampling_defaults`) and `place` (`place_subjects`; off
+    when anchored; None: sample_place). `anchor` (an index, or one per image; not with `place`):
     training-free consistency (`keyframe.consistency`) with `noise_share` of the anchor's noise;
     anchors come out as they would alone.
     """
     # 1. Check the inputs and fill in the defaults.
+    check_sampling_options(steps, guidance, sampler)
     hp = model.hparams
     prompts, negatives = _prompts_and_negatives(prompts, negative_prompts)
     n = len(prompts)
-    steps, guidance, sampler = _sampling_options(hp, steps, guidance, sampler)
+    chosen = with_defaults(
+        sampling_defaults(model), steps=steps, guidance=guidance, sampler=sampler
+    )
+    steps, guidance, sampler = chosen["steps"], chosen["guidance"], chosen["sampler"]
     shape = (n, model.latent_channels, *latent_size(model, size))
     if generator is None and seed is not None:
         generator = image_generators(seed, n)
@@ -137,17 +131,6 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-def _sampling_options(
-    hparams: Mapping[str, Any], steps: Any, guidance: Any, sampler: Any
-) -> tuple[int, float, str]:
-    """Steps, guidance and sampler, the sample_* hyperparameters where None; checked."""
-    steps = hparams["sample_steps"] if steps is None else steps
-    guidance = hparams["sample_guidance"] if guidance is None else guidance
-    sampler = hparams["sample_sampler"] if sampler is None else sampler
-    check_sampling_options(steps, guidance, sampler)
-    return steps, guidance, sampler
 
 
 def _prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:

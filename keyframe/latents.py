@@ -1,21 +1,23 @@
 """Cached latents: encode a dataset once with the frozen autoencoder instead of every epoch.
 
 `data.latents: PATH` (ImageDataModule, ClipDataModule) asks for it: when fitting starts, the stage
-module hands its autoencoder to the data module, which reuses the safetensors file at PATH if it
-was made by the same autoencoder weights from the same records at the same size, and otherwise
-(re)builds it with a progress bar, atomically. Training items then carry `"latent"` instead of
-`"image"` / `"video"`: still images with their mirror image's latents too (for `flip`), clips with
-every frame's latents, from which windows are cut at the drawn start and stride. Stored in fp16
-(the latents have unit variance; fp16 keeps about 3 significant digits). Validation still decodes
-images, so its numbers are comparable with uncached runs.
+module hands its autoencoder to the data module, which reuses the cache folder at PATH if it was
+made by the same autoencoder weights from the same records at the same size, and otherwise builds
+what is missing or stale with a progress bar. PATH holds an index.json and safetensors shards
+(keyframe.latents_shards): one per data shard when the data is a folder of tar shards, else 1000
+records to a shard; each is written atomically, so a killed build resumes with the same command.
+Training items then carry `"latent"` instead of `"image"` / `"video"`: still images with their
+mirror image's latents too (for `flip`), clips with every frame's latents, from which windows are
+cut at the drawn start and stride. Items are read lazily: a data-loader worker opens a shard when
+it first needs one. Stored in fp16 (the latents have unit variance; fp16 keeps about 3 significant
+digits). Validation still decodes images, so its numbers are comparable with uncached runs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -24,10 +26,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from keyframe.errors import UserError
-from keyframe.files import atomic_write
+from keyframe.latents_shards import (
+    FORMAT,
+    ShardReader,
+    batches_by_shard,
+    ensure_cache,
+    per_shard,
+    records_fingerprint,
+)
 from keyframe.resume import item_key
 
-FORMAT = "animatic-latents-1"
+__all__ = ["ensure_cache", "records_fingerprint"]  # re-exported: the cache's entry points
 
 
 def autoencoder_fingerprint(ae: torch.nn.Module) -> str:
@@ -39,67 +48,29 @@ def autoencoder_fingerprint(ae: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _where(record: dict) -> str:
-    """A record's file, and its member for a sample inside a shard."""
-    path = str(record["path"])
-    return f"{path}:{record['member']}" if "member" in record else path
-
-
-def records_fingerprint(records: Sequence[dict]) -> str:
-    """A short hash of the records' paths, captions and frame counts."""
-    keys = [(_where(r), r.get("caption", ""), r.get("frames")) for r in records]
-    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
-
-
-def _read_metadata(path: Path) -> dict | None:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return f.metadata() or {}
-    except Exception:
-        return None
-
-
-def ensure_cache(path: str | Path, identity: dict[str, str], build, verbose: bool = True) -> Path:
-    """The cache at `path` if its metadata equals `identity`, else `build()`'s tensors written
-    there (atomically) with that metadata. A file that is not a cache is never replaced."""
-    path = Path(path)
-    if path.exists():
-        found = _read_metadata(path)
-        if found is None or found.get("format") != FORMAT:
-            raise UserError(
-                f"data.latents: {path} exists and is not a latent cache; pick a new path"
-            )
-        if found == identity:
-            return path
-        if verbose:
-            changed = sorted(k for k in identity if found.get(k) != identity[k])
-            print(f"data.latents: {path} is stale ({', '.join(changed)} changed); rebuilding")
-    from safetensors.torch import save_file
-
-    tensors = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=identity))
-    return path
-
-
 def _reader_workers() -> int:
     """Processes that read and decode files while the autoencoder encodes (one core for it)."""
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 @torch.no_grad()
-def encode_images(ae, dataset: Dataset, flip: bool, batch_size: int, device) -> dict:
-    """Latents of every image of an unflipped ImageCaptionDataset (and of its mirror images)."""
-    out: dict[str, list[torch.Tensor]] = {"latents": [], "mirrored": []}
-    batches = DataLoader(dataset, batch_size=batch_size, num_workers=_reader_workers())
-    for batch in tqdm(batches, desc="caching latents", unit="batch"):
-        images = batch["image"].to(device)
-        out["latents"].append(ae.encode(images).half().cpu())
-        if flip:
-            out["mirrored"].append(ae.encode(images.flip(-1)).half().cpu())
-    return {k: torch.cat(v).contiguous() for k, v in out.items() if v}
+def encode_images(
+    ae, dataset: Dataset, groups: list[list[int]], flip: bool, batch_size: int, device
+) -> Iterator[dict]:
+    """Per group of record numbers, the latents of its images in an unflipped
+    ImageCaptionDataset and of their mirror images: {"latents", "mirrored"}, a group at a time."""
+    batches, owners = batches_by_shard(groups, batch_size)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=_reader_workers())
+
+    def outputs() -> Iterator[dict]:
+        for batch in tqdm(loader, desc="caching latents", unit="batch"):
+            images = batch["image"].to(device)
+            out = {"latents": ae.encode(images).half().cpu()}
+            if flip:
+                out["mirrored"] = ae.encode(images.flip(-1)).half().cpu()
+            yield out
+
+    yield from per_shard(outputs() if batches else iter(()), owners)
 
 
 class _DecodedClips(Dataset):
@@ -122,15 +93,24 @@ class _DecodedClips(Dataset):
 
 
 @torch.no_grad()
-def encode_clips(ae, records: Sequence[dict], size: int, mode: str, device) -> dict:
-    """Latents (f, c, h, w) of every frame of every clip, one tensor per clip."""
+def encode_clips(
+    ae, records: Sequence[dict], groups: list[list[int]], size: int, mode: str, device
+) -> Iterator[dict]:
+    """Per group of record numbers, the latents (f, c, h, w) of every frame of its clips:
+    {"clip0": ..., "clip1": ...} numbered within the group, one group at a time."""
+    order = [n for group in groups for n in group]
     clips = DataLoader(
-        _DecodedClips(records, size, mode), batch_size=None, num_workers=_reader_workers()
+        _DecodedClips(records, size, mode),
+        batch_size=None,
+        sampler=order,
+        num_workers=_reader_workers() if order else 0,
     )
-    out = {}
-    for i, frames in enumerate(tqdm(clips, desc="caching latents", unit="clip")):
-        out[f"clip{i}"] = ae.encode(frames.to(device)).half().cpu().contiguous()
-    return out
+    frames = iter(tqdm(clips, desc="caching latents", unit="clip", total=len(order)))
+    for group in groups:
+        yield {
+            f"clip{row}": ae.encode(next(frames).to(device)).half().cpu().contiguous()
+            for row in range(len(group))
+        }
 
 
 class CachedImageDataset(Dataset):
@@ -145,15 +125,8 @@ class CachedImageDataset(Dataset):
         flip: bool,
         seed: int | None,
     ):
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        self.latents, self.mirrored = tensors["latents"], tensors.get("mirrored")
-        if len(self.latents) != len(captions):
-            raise UserError(
-                f"data.latents: {path} holds {len(self.latents)} images, expected {len(captions)}"
-            )
-        if flip and self.mirrored is None:
+        self.cache = ShardReader(path, len(captions))
+        if flip and self.cache.identity.get("flip") != "True":
             raise UserError(f"data.latents: {path} has no mirrored latents (made without flip)")
         self.captions = [[c] if isinstance(c, str) else list(c) for c in captions]
         self.flip, self.seed = flip, seed
@@ -166,10 +139,11 @@ class CachedImageDataset(Dataset):
 
         index, seed = item_key(key, self.seed)
         draws = _Draws(seed, index)
-        latent, caption = self.latents[index], draws.choice(self.captions[index])
+        file, row = self.cache.locate(index)
+        name, caption = "latents", draws.choice(self.captions[index])
         if self.flip and draws.coin():
-            latent, caption = self.mirrored[index], mirror_caption(caption)
-        return {"latent": latent.float(), "caption": caption}
+            name, caption = "mirrored", mirror_caption(caption)
+        return {"latent": file.get_slice(name)[row].float(), "caption": caption}
 
 
 class CachedClipDataset(Dataset):
@@ -178,20 +152,17 @@ class CachedClipDataset(Dataset):
 
     def __init__(self, path: str | Path, clips: Dataset):
         self.path, self.clips = str(path), clips
-        self._file = None
+        self.cache = ShardReader(path, len(clips))
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        from safetensors import safe_open
-
-        if self._file is None:  # opened lazily: once per data-loader worker
-            self._file = safe_open(self.path, "pt")
         index, seed = item_key(key, None)
         start, stride = self.clips.window(index, seed)
         n, record = self.clips.num_frames, self.clips.records[index]
-        stored = self._file.get_slice(f"clip{index}")
+        file, row = self.cache.locate(index)
+        stored = file.get_slice(f"clip{row}")
         if stored.get_shape()[0] != record["frames"]:
             raise UserError(f"data.latents: {self.path}: clip {index} does not match its record")
         window = stored[start : start + (n - 1) * stride + 1][::stride]
@@ -204,7 +175,7 @@ class CachedClipDataset(Dataset):
 
 
 def cache_identity(ae, records: Sequence[dict], **settings) -> dict[str, str]:
-    """The metadata a cache must carry to be reused: format, autoencoder, records, settings."""
+    """What a cache must be made from to be reused: format, autoencoder, records, settings."""
     return {
         "format": FORMAT,
         "autoencoder": autoencoder_fingerprint(ae),

@@ -1,12 +1,12 @@
-"""Keyframe models for inference: one safetensors file of sampling weights plus a JSON config.
+"""The diffusion stages' model folders: the `keyframe` kind of keyframe.hub, and the writer and
+reader the `interpolate` kind shares.
 
-A pretrained directory holds `model.safetensors` (the EMA U-Net as `net.*`, the text tower as
-`text.*`, the frame autoencoder as `autoencoder.*`) and `config.json` (format version, the
-module's hyperparameters, the autoencoder's architecture). `from_pretrained` also reads a Lightning
-`.ckpt` of KeyframeModule, or the name of a model shipped in `keyframe/weights/<name>/`.
-Loaded models hold the EMA weights as their only weights (EMA off), in eval mode.
-The interpolation stage uses the same layout and the same writers and readers here
-(`write_pretrained`, `load_pretrained`, `resolve_model` with its own shipped folder).
+A folder holds `model.safetensors` (the EMA U-Net as `net.*`, the text tower as `text.*`, the
+frame autoencoder as `autoencoder.*`) and `config.json` (kind, format version, the module's
+hyperparameters, the autoencoder's architecture). Loading also reads a Lightning `.ckpt`, or the
+name of a model shipped in `keyframe/weights/<name>/`. Loaded models hold the EMA weights as
+their only weights (EMA off), in eval mode. Load and save through keyframe.hub
+(`hub.from_pretrained(name, kind="keyframe")`); `from_pretrained` here is that call.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from keyframe import hub
 from keyframe import int8 as int8_weights
 from keyframe.autoencoder import Autoencoder
 from keyframe.autoencoder_files import (
@@ -28,17 +29,18 @@ from keyframe.autoencoder_files import (
     first_different_weight,
 )
 from keyframe.errors import UserError
-from keyframe.files import atomic_write, load_checkpoint
+from keyframe.files import load_checkpoint
 from keyframe.module import KeyframeModule
 from keyframe.stage import prebuilt_autoencoder
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+WEIGHTS_NAME, CONFIG_NAME = hub.WEIGHTS_NAME, hub.CONFIG_NAME
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 PARTS = ("net", "text", "autoencoder")
 _FLOAT32_KEYS = ("autoencoder.latent_scale", "autoencoder.latent_shift")
 M = TypeVar("M", bound=torch.nn.Module)
+_KINDS = {"KeyframeModule": "keyframe", "InterpolateModule": "interpolate"}  # hub kinds
+_CLASSES = {kind: model for model, kind in _KINDS.items()}
 
 
 def sampling_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -59,7 +61,7 @@ def sampling_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def save_pretrained(
+def save_keyframe(
     module: KeyframeModule,
     directory: str | os.PathLike,
     fp16: bool = True,
@@ -69,7 +71,7 @@ def save_pretrained(
 ) -> Path:
     """Write `directory/model.safetensors` (sampling weights, fp16 if asked; the latent scale
     and shift stay float32) and `directory/config.json`, each atomically. Returns the directory.
-    `shared_autoencoder`, `int8`: see `write_pretrained`."""
+    `shared_autoencoder`, `int8`: see `write_pretrained`. The `keyframe` kind's saver."""
     return write_pretrained(
         directory, module, "KeyframeModule", module.hparams, fp16, overwrite, shared_autoencoder,
         int8,
@@ -94,17 +96,7 @@ def write_pretrained(
     (checked): its weights are then left out and loaded from there, so they ship once. `int8`
     stores the diffusion networks' weight matrices as int8 with per-channel scales (the rest
     fp16; see keyframe.int8): about half the size."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    targets = (directory / WEIGHTS_NAME, directory / CONFIG_NAME)
-    existing = [p for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise UserError(f"{existing[0]}: already exists (pass overwrite=True to replace it)")
-    if directory.exists() and not directory.is_dir():
-        raise UserError(f"{directory}: is a file; expected a folder for the model")
-    directory.mkdir(parents=True, exist_ok=True)
-
+    directory = hub.prepare_folder(Path(directory), overwrite)
     state = {}
     for key, value in sampling_state_dict(module.state_dict()).items():
         value = value.detach().cpu()
@@ -125,9 +117,8 @@ def write_pretrained(
         "autoencoder": ae_record,
         "dtype": "int8" if int8 else "float16" if fp16 else "float32",
     }
-    atomic_write(targets[0], lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    text = json.dumps(config, indent=2) + "\n"
-    atomic_write(targets[1], lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    hub.write_weights(directory, state)
+    hub.write_config(directory, _KINDS[model], config)
     return directory
 
 
@@ -142,32 +133,13 @@ def _check_same_autoencoder(ae: Autoencoder, name: str) -> None:
 
 
 def shipped_models(shipped_dir: Path | None = None) -> list[str]:
-    """Names of the models shipped in `shipped_dir` (default keyframe/weights/): its folders
-    with a config.json."""
-    shipped_dir = SHIPPED_DIR if shipped_dir is None else shipped_dir
-    if not shipped_dir.is_dir():
-        return []
-    return sorted(p.name for p in shipped_dir.iterdir() if (p / CONFIG_NAME).is_file())
+    """Names of the models shipped in `shipped_dir` (default keyframe/weights/)."""
+    return hub.shipped_models(SHIPPED_DIR if shipped_dir is None else shipped_dir)
 
 
-def resolve_model(
-    name_or_path: str | os.PathLike, shipped_dir: Path | None = None, what: str = "model"
-) -> Path:
-    """The directory or .ckpt file a model name or path refers to; a path wins over a name.
-    Names are looked up in `shipped_dir` (default keyframe/weights/); `what` names the kind of
-    model in the error."""
-    shipped_dir = SHIPPED_DIR if shipped_dir is None else shipped_dir
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    shipped = shipped_models(shipped_dir)
-    if str(name_or_path) in shipped:
-        return shipped_dir / str(name_or_path)
-    available = ", ".join(shipped) if shipped else "none are shipped yet"
-    raise UserError(
-        f"model {str(name_or_path)!r}: no such file or folder, and not a shipped {what} name "
-        f"(available: {available}); give a folder written by save_pretrained or a training .ckpt"
-    )
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The folder or .ckpt a keyframe model name or path refers to; a path wins over a name."""
+    return hub.resolve(name_or_path, "keyframe")
 
 
 def shipped_autoencoder(name: str, shipped_dir: Path | None = None) -> Autoencoder:
@@ -180,9 +152,17 @@ def shipped_autoencoder(name: str, shipped_dir: Path | None = None) -> Autoencod
             f"autoencoder {name!r}: no such file or folder, and not a shipped model name "
             f"(available: {available}); give 'identity', an autoencoder folder or a .ckpt"
         )
-    _, record, weights = read_directory(shipped_dir / name, "KeyframeModule")
-    ae = build_autoencoder(record, shipped_dir / name / CONFIG_NAME)
-    load_weights({"autoencoder": ae}, weights, shipped_dir / name)
+    return model_autoencoder(shipped_dir / name)
+
+
+def model_autoencoder(folder: Path) -> Autoencoder:
+    """The frame autoencoder inside a keyframe or interpolation model folder (a shared one from
+    the shipped model it names), float32: how models share one autoencoder."""
+    kind = hub.read_config(folder)[1]
+    _, record, weights = read_directory(folder, _CLASSES.get(kind, kind))
+    ae = build_autoencoder(record, folder / CONFIG_NAME)
+    if not (isinstance(record, Mapping) and record.get("kind") == "shipped"):
+        load_weights({"autoencoder": ae}, weights, folder)
     return ae.float()
 
 
@@ -231,17 +211,12 @@ def load_weights(
 def read_directory(directory: Path, model: str) -> tuple[Any, Any, dict]:
     """Hyperparameters, autoencoder record and sampling weights from a folder written by
     `write_pretrained` for a `model` (a class name); a folder holding another is refused."""
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise UserError(
-                f"{path}: not found (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})"
-            )
+    config_path = directory / CONFIG_NAME
+    config = hub.read_config(directory)[0]
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
         version, found = config["format_version"], config.get("model")
         hparams, ae_record = config["hyperparameters"], config["autoencoder"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise UserError(f"{config_path}: unreadable model config ({err})") from None
     if found != model:
         raise UserError(f"{config_path}: holds a {found}, expected {model}")
@@ -249,13 +224,7 @@ def read_directory(directory: Path, model: str) -> tuple[Any, Any, dict]:
         raise UserError(
             f"{config_path}: format_version {version}, this animatic reads {FORMAT_VERSION}"
         )
-    from safetensors.torch import load_file
-
-    try:
-        weights = int8_weights.dequantize(load_file(str(weights_path)))
-    except Exception as err:
-        raise UserError(f"{weights_path}: unreadable weights ({err})") from None
-    return hparams, ae_record, weights
+    return hparams, ae_record, hub.read_weights(directory, int8_weights.dequantize)
 
 
 def read_checkpoint(path: Path, model: str) -> tuple[Any, Any, dict]:
@@ -292,10 +261,20 @@ def load_pretrained(
     return module.requires_grad_(False).float().to(device).eval()
 
 
-def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A KeyframeModule ready to sample, from a pretrained folder, a Lightning .ckpt, or the name
-    of a shipped model; on `device`, in eval mode, float32, with gradients off."""
-    path = resolve_model(name_or_path)
+def load_keyframe(path: Path, device: str | torch.device = "cpu") -> KeyframeModule:
+    """The `keyframe` kind's loader: a KeyframeModule ready to sample from a folder or .ckpt."""
     return load_pretrained(
         KeyframeModule, path, device, ema_decay=0.0, text_pretrained=None, init_from=None
     )
+
+
+def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """A KeyframeModule ready to sample, from a pretrained folder, a Lightning .ckpt, or the name
+    of a shipped model; on `device`, in eval mode, float32, with gradients off. The same as
+    `hub.from_pretrained(name_or_path, kind="keyframe", device=device)`."""
+    return hub.from_pretrained(name_or_path, "keyframe", device)
+
+
+def save_pretrained(module: KeyframeModule, directory: str | os.PathLike, **options: Any) -> Path:
+    """`hub.save_pretrained(module, directory, **options)`; options: see `save_keyframe`."""
+    return hub.save_pretrained(module, directory, **options)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from keyframe.diffusion import append_dims, karras_sigmas
-from keyframe.errors import UserError
+from keyframe.sampling_options import check_sampling_options
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -218,12 +218,6 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-def check_sampler(sampler: object) -> None:
-    """UserError unless `sampler` names one of SAMPLERS."""
-    if sampler not in SAMPLERS:
-        raise UserError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-
-
 def sample(
     denoise: Denoise,
     shape_or_noise: Sequence[int] | torch.Tensor,
@@ -246,7 +240,7 @@ def sample(
 
     `options` go to the sampler (e.g. `s_churn` for euler/heun, `eta` for euler_ancestral).
     """
-    check_sampler(sampler)
+    check_sampling_options(steps, sampler=sampler)  # a guard for direct callers: cheap
     if isinstance(shape_or_noise, torch.Tensor):
         noise = shape_or_noise.to(device) if device is not None else shape_or_noise
     else:

@@ -6,8 +6,9 @@ to each tar a shard-000000.jsonl: one line per sample with the byte offset and s
 inside the tar, its caption, kind, frames and fps. DIR/shards.json names the shards. Training
 reads those few index files at start-up (no media file is opened or probed) and each sample by
 seeking into its tar, so the map-style datasets, their exact-resume samplers and DDP splitting
-work unchanged; a latents cache (keyframe.latents) is built from sharded data as from files, as
-one safetensors file. Tools that stream (webdataset) can read the tars as they are.
+work unchanged; a latents cache (keyframe.latents) of sharded data is sharded the same way (cache
+shard i holds the latents of data shard i). Tools that stream (webdataset) can read the tars as
+they are.
 """
 
 from __future__ import annotations

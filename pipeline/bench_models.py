@@ -36,9 +36,13 @@ def read_config(stage: str, name: str) -> dict[str, Any]:
     """The resolved YAML of configs/STAGE/NAME.yaml as plain dicts."""
     from omegaconf import OmegaConf
 
+    from pipeline.train import config_base
+
     path = config_path(stage, name)
+    base = config_base(path)  # an override is read on top of its base, as training reads it
     try:
-        config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        layers = [OmegaConf.load(p) for p in ([base] if base else []) + [path]]
+        config = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
     except Exception as err:
         raise UserError(f"{path}: unreadable config ({err})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):

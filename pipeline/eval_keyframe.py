@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keyframe.errors import UserError
+from keyframe.sampling_options import check_sampling_options, with_defaults
 from pipeline import baselines
 from pipeline.devices import resolve_device
 from pipeline.eval_common import check_at_least, check_images, fmt
@@ -200,6 +201,10 @@ def run_keyframe_eval(args: argparse.Namespace) -> dict:
     check_at_least(args, "n-single", "n-double", least=0)
     check_at_least(args, "batch-size")
     check_at_least(args, "size", least=MIN_SIZE)
+    for steps in args.steps or ():
+        check_sampling_options(steps, prefix="--")
+    for sampler in args.sampler or ():
+        check_sampling_options(sampler=sampler, prefix="--")
     if args.n_single + args.n_double == 0:
         raise UserError("--n-single and --n-double are both 0: nothing to evaluate")
     device = "cpu" if args.model in BUILTIN_KEYFRAME else resolve_device(args.device)
@@ -235,6 +240,7 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
     """Quality against sampling cost: the same prompts and seeds for every (sampler, steps)."""
     import time
 
+    from keyframe.inference import sampling_defaults
     from keyframe.pretrained import from_pretrained
 
     if args.model in BUILTIN_KEYFRAME:
@@ -249,10 +255,10 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
             start = time.perf_counter()
             result = eval_keyframe(generate, prompts, args.batch_size, args.seed)
             seconds = time.perf_counter() - start
+            chosen = with_defaults(sampling_defaults(module), sampler=sampler, steps=steps)
             rows.append(
                 {
-                    "sampler": sampler or module.hparams.sample_sampler,
-                    "steps": steps or module.hparams.sample_steps,
+                    **chosen,
                     "correct": result["correct"],
                     "single": result["single"]["correct"],
                     "double": result["double"]["correct"],

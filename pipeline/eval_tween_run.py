@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from keyframe.errors import UserError
+from keyframe.sampling_options import check_sampling_options
 from pipeline import baselines
 from pipeline.devices import resolve_device
 from pipeline.eval_common import check_at_least, fmt
@@ -31,7 +32,8 @@ def _run_video_sets(args: argparse.Namespace) -> dict:
 
     if "shapes" in args.sets:
         raise UserError("--set: score shapes apart from the real sets (one run each)")
-    check_at_least(args, "clips", "steps")
+    check_at_least(args, "clips")
+    check_sampling_options(args.steps, prefix="--")
     tweens = {}
     if args.model in BUILTIN_TWEEN:
         tweens[args.model] = builtin_tween(args.model, [])
@@ -119,7 +121,8 @@ def run_tween_eval(args: argparse.Namespace) -> dict:
     if args.sets != ("shapes",):
         return _run_video_sets(args)
     # 1. check the options, load the model, simulate the clips at its size
-    check_at_least(args, "clips", "steps")
+    check_at_least(args, "clips")
+    check_sampling_options(args.steps, prefix="--")
     check_at_least(args, "size", least=MIN_SIZE)
     frames = _clip_length(args)
     model, size = _model_and_size(args)

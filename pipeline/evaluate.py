@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def _gap_list(text: str) -> tuple[int, ...]:
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    return _numbers(text, 1, "numbers like 5,10,20", "expected numbers of at least 1")
+    """Whole numbers like 5,10,20; their range is checked with the other sampling options."""
+    return _numbers(text, -math.inf, "numbers like 5,10,20", "")
 
 
 def _choice_list(text: str, choices: Sequence[str], noun: str) -> tuple[str, ...]:
@@ -60,9 +62,8 @@ def _choice_list(text: str, choices: Sequence[str], noun: str) -> tuple[str, ...
 
 
 def _name_list(text: str) -> tuple[str, ...]:
-    from keyframe.sampling import SAMPLERS
-
-    return _choice_list(text, sorted(SAMPLERS), "sampler")
+    """Names like euler,heun; checked with the other sampling options (check_sampling_options)."""
+    return tuple(part.strip() for part in text.split(","))
 
 
 def _set_list(text: str) -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """`animatic export`: a training checkpoint -> the small inference folder that ships.
 
-Keyframe and interpolation checkpoints become `model.safetensors` + `config.json` (EMA weights,
-fp16 by default), and so does a motion prior's (ship it in its interpolator's `motion/` folder);
-an autoencoder checkpoint becomes `autoencoder.safetensors` + `autoencoder.json`.
+Every kind becomes the one folder format of keyframe.hub, `config.json` (with its "kind") +
+`model.safetensors`: keyframe and interpolation checkpoints (EMA weights, fp16 by default; an
+interpolator keeps its `motion/` prior), a motion prior's (ship it in its interpolator's
+`motion/` folder), an autoencoder's and a general interpolator's.
 `--autoencoder` swaps in a better decoder trained on the same frozen encoder (see
 configs/autoencoder/shapes-decoder.yaml): the encoder and latent scale must match exactly, so the
 diffusion model's latents mean the same thing to the new decoder.
@@ -16,12 +17,10 @@ from pathlib import Path
 
 import torch
 
+import interpolate  # noqa: F401  (registers the interpolate, motion and general kinds)
+from keyframe import hub
 from keyframe.autoencoder import Autoencoder
-from keyframe.autoencoder_files import (
-    first_different_weight,
-    load_autoencoder,
-    save_autoencoder,
-)
+from keyframe.autoencoder_files import first_different_weight, load_autoencoder
 from keyframe.errors import UserError
 from keyframe.files import load_checkpoint
 
@@ -68,28 +67,19 @@ def export(
     if stage == "motion":
         return _export_motion(checkpoint, out, fp16, overwrite)
     if stage == "autoencoder":
-        return save_autoencoder(load_autoencoder(checkpoint), out, fp16=fp16, overwrite=overwrite)
-    if stage == "keyframe":
-        from keyframe.pretrained import from_pretrained, save_pretrained
-
-        module = from_pretrained(checkpoint)
-        write = save_pretrained
-    else:
-        from interpolate.module import InterpolateModule
-
-        module = InterpolateModule.from_pretrained(checkpoint)
-        write = InterpolateModule.save_pretrained
+        return hub.save_pretrained(
+            load_autoencoder(checkpoint), out, fp16=fp16, overwrite=overwrite
+        )
+    module = hub.from_pretrained(checkpoint, stage)
     if autoencoder is not None:
         swap_decoder(module, load_autoencoder(autoencoder), str(autoencoder))
-    written = write(
+    # (an interpolator's motion prior goes to written/motion with it)
+    written = hub.save_pretrained(
         module, out, fp16=fp16, overwrite=overwrite, shared_autoencoder=share_autoencoder,
         int8=int8,
     )  # fmt: skip
     if stage == "keyframe":
         _export_vocabulary(checkpoint, written, overwrite)
-    prior = getattr(module, "motion_prior", None)
-    if prior is not None:  # an exported interpolator keeps its motion prior
-        prior.save_pretrained(Path(written) / "motion", fp16=fp16, overwrite=overwrite)
     return written
 
 
@@ -111,12 +101,11 @@ def _export_vocabulary(checkpoint: str | Path, out: Path, overwrite: bool) -> No
 
 def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrite: bool) -> Path:
     """A MotionModule .ckpt (or an exported prior folder) -> the prior's folder."""
-    from interpolate.motion import MotionPrior
     from interpolate.motion_training import MotionModule
 
     path = Path(checkpoint)
     if path.is_dir():
-        prior = MotionPrior.from_pretrained(path)
+        prior = hub.from_pretrained(path, "motion")
     else:
         ckpt = load_checkpoint(path, "motion prior checkpoint")  # weights_only: never unpickles
         try:
@@ -128,7 +117,7 @@ def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrit
             detail = " ".join(str(err).split())[:200]
             raise UserError(f"{path}: not a motion prior checkpoint ({detail})") from None
         prior = module.prior
-    return prior.save_pretrained(out, fp16=fp16, overwrite=overwrite)
+    return hub.save_pretrained(prior, out, fp16=fp16, overwrite=overwrite)
 
 
 def _export_general(checkpoint: str | Path, out: str | Path, fp16: bool, overwrite: bool) -> Path:
@@ -138,9 +127,6 @@ def _export_general(checkpoint: str | Path, out: str | Path, fp16: bool, overwri
     from interpolate.general.pipeline import GeneralInterpolator
     from interpolate.general.trainer import GeneralModule
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"--out {out}: exists and is not empty (--overwrite to replace)")
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
         known = inspect.signature(GeneralModule.__init__).parameters
@@ -151,7 +137,8 @@ def _export_general(checkpoint: str | Path, out: str | Path, fp16: bool, overwri
         denoiser.load_state_dict(state)
     except (OSError, KeyError, RuntimeError, TypeError, ValueError) as err:
         raise UserError(f"{checkpoint}: not a general interpolator checkpoint ({err})") from None
-    return GeneralInterpolator(denoiser, module.config).save_pretrained(out, half=fp16)
+    pipe = GeneralInterpolator(denoiser, module.config)
+    return hub.save_pretrained(pipe, out, fp16=fp16, overwrite=overwrite)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -88,8 +88,7 @@ def output_paths(out: Path, num: int) -> list[Path]:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Fail on bad options before the model loads."""
-    from keyframe.inference import MAX_SAMPLE_STEPS, check_sampling_options
-    from keyframe.sampling import SAMPLERS
+    from keyframe.sampling_options import check_sampling_options
 
     if Path(args.out).suffix.lower() != ".png":
         raise UserError(f"--out {args.out}: expected a .png file name")
@@ -99,14 +98,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--seed: expected an integer from 0 to 2**63 - 1, got {args.seed}")
     if args.size is not None and args.size < 1:
         raise UserError(f"--size: expected a positive number of pixels, got {args.size}")
-    try:
-        check_sampling_options(
-            MAX_SAMPLE_STEPS if args.steps is None else args.steps,
-            0.0 if args.guidance is None else args.guidance,
-            next(iter(SAMPLERS)) if args.sampler is None else args.sampler,
-        )
-    except UserError as err:
-        raise UserError(f"--{err}") from None
+    check_sampling_options(args.steps, args.guidance, args.sampler, prefix="--")
 
 
 def _sha256(path: Path) -> str:
@@ -135,20 +127,20 @@ class Backend:
 
 def _shapes_backend(args: argparse.Namespace, model_path: Path) -> Backend:
     """A trained model (shipped name, folder or .ckpt) with its sampling defaults."""
+    from keyframe.inference import sampling_defaults
     from keyframe.pretrained import from_pretrained
+    from keyframe.sampling_options import with_defaults
     from pipeline import io
 
     module = from_pretrained(model_path, device=resolve_device(args.device))
     hp = module.hparams
     size = hp.image_size if args.size is None else args.size
     module.latent_size(size)  # a bad size fails here, before the progress bar
-    settings = {
-        "steps": hp.sample_steps if args.steps is None else args.steps,
-        "guidance": hp.sample_guidance if args.guidance is None else args.guidance,
-        "sampler": hp.sample_sampler if args.sampler is None else args.sampler,
-        "place": bool(hp.sample_place) if args.place is None else args.place,
-        "size": [size, size],
-    }
+    settings = with_defaults(
+        sampling_defaults(module), steps=args.steps, guidance=args.guidance, sampler=args.sampler
+    )
+    settings["place"] = bool(hp.sample_place) if args.place is None else args.place
+    settings["size"] = [size, size]
 
     def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:
         images = module.sample(
@@ -166,26 +158,23 @@ def _shapes_backend(args: argparse.Namespace, model_path: Path) -> Backend:
 def _diffusers_backend(args: argparse.Namespace) -> Backend:
     """A local diffusers text-to-image folder (keyframe.diffusers_model)."""
     from keyframe import diffusers_model as dm
+    from keyframe.sampling_options import with_defaults
 
     if args.place:
         raise UserError("--place: the shapes models' plug-in; a diffusers model has no layout")
     model = dm.load_diffusers(args.model, resolve_device(args.device))
-    steps, guidance = model.defaults()
     size = model.native_size if args.size is None else args.size
     dm.check_size(model, size, size)
-    settings = {
-        "steps": steps if args.steps is None else args.steps,
-        "guidance": guidance if args.guidance is None else args.guidance,
-        "sampler": args.sampler,  # None: the folder's own scheduler
-        "place": False,
-        "size": [size, size],
-    }
+    settings = with_defaults(  # sampler None: the folder's own scheduler
+        model.sampling_defaults(), steps=args.steps, guidance=args.guidance, sampler=args.sampler
+    )
+    settings.update(place=False, size=[size, size])
 
     def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:
         return dm.sample_diffusers(
             model, [args.prompt] * count, [args.negative] * count,
             list(range(seed, seed + count)), settings["steps"], settings["guidance"],
-            (size, size), sampler=args.sampler, callback=callback,
+            (size, size), sampler=settings["sampler"], callback=callback,
         )  # fmt: skip
 
     return Backend(dm.describe(model), settings, draw)

@@ -40,18 +40,12 @@ def _baseline(name: str) -> TweenFn:
     return run
 
 
-def pretrained_tween(name: str, device: str | None = None) -> TweenFn:
-    """A trained interpolation model (name or path) as a TweenFn."""
+def pretrained_tween(model, name: str) -> TweenFn:
+    """A trained interpolation model (an InterpolateModule loaded from `name`) as a TweenFn."""
     import torch
 
     from interpolate.inbetween import interpolate
-    from interpolate.module import InterpolateModule
 
-    try:
-        model = InterpolateModule.from_pretrained(name, device=resolve_device(device))
-    except UserError as err:
-        hint = "for a preview use --tween-model crossfade or flow, or --animatic"
-        raise UserError(f"interpolation {err}; {hint}") from None
     reads_text = model.text is not None
 
     def run(keys, positions, num_frames, seed, prompt=None, fps=None) -> np.ndarray:
@@ -64,11 +58,8 @@ def pretrained_tween(name: str, device: str | None = None) -> TweenFn:
     return run
 
 
-def general_tween(name: str, device: str | None = None) -> TweenFn:
-    """A general interpolator (name or path) as a TweenFn: frames at the panels' own size."""
-    from interpolate.general.pipeline import GeneralInterpolator
-
-    pipe = GeneralInterpolator.from_pretrained(name, device=resolve_device(device))
+def general_tween(pipe, name: str) -> TweenFn:
+    """A general interpolator (loaded from `name`) as a TweenFn: frames at the panels' own size."""
     if not pipe.trained:
         print(f"animatic render: note: {name}: no trained motion network in this model; motion "
               "is its flow init (DIS flow between the keys)", file=sys.stderr)  # fmt: skip
@@ -83,15 +74,21 @@ def general_tween(name: str, device: str | None = None) -> TweenFn:
 
 
 def load_tween_model(name: str, device: str | None = None) -> TweenFn:
-    """A TweenFn by name: a baseline (``crossfade``, ``flow``), a general interpolator, or a
-    shapes-world interpolation model (name or path)."""
-    from interpolate.general.names import is_general
+    """A TweenFn by name: a baseline (``crossfade``, ``flow``), or a model keyframe.hub loads (a
+    general interpolator or a shapes-world interpolation model; name, folder or .ckpt)."""
+    import interpolate  # noqa: F401  (registers the interpolate and general kinds)
+    from keyframe import hub
 
     if name in BASELINES:
         return _baseline(name)
-    if is_general(name):
-        return general_tween(name, device)
-    return pretrained_tween(name, device)
+    try:
+        model = hub.from_pretrained(name, ("general", "interpolate"), resolve_device(device))
+    except UserError as err:
+        hint = "for a preview use --tween-model crossfade or flow, or --animatic"
+        raise UserError(f"interpolation {err}; {hint}") from None
+    if hub.kind_of(model) == "general":
+        return general_tween(model, name)
+    return pretrained_tween(model, name)
 
 
 def accepted_keywords(fn: Callable, names: Sequence[str]) -> set[str]:

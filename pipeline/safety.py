@@ -26,7 +26,6 @@ TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]{1,8})?")
 MAX_FRAMES = 100_000  # frames one command makes: over an hour at 24 fps
 MAX_IMAGE_SIDE = 16384  # pixels, either side of an image read or written
 MAX_IMAGE_PIXELS = 64 * 2**20  # 64 Mpx: an 8K frame is 33 Mpx (decoded: 192 MB of RGB)
-MAX_GUIDANCE = 100.0  # classifier-free guidance scales in use are 1-20; far above, images saturate
 MIN_FREE_BYTES = 16 * 2**20  # an output folder with less free space is refused up front
 
 

@@ -9,8 +9,8 @@ Format (every key but ``panels`` is optional; defaults shown)::
     consistency: false          # true: each shot's panels keep the look of its first panel
     noise_share: 0.0            # with consistency: share of the anchor's initial noise, 0..1
     seed: 0                     # a panel without a seed gets seed + its index (0, 1, 2, ...)
-    steps: 30                   # sampling steps for generated keyframes, 1..1000
-    guidance: 5.0               # classifier-free guidance scale, 0..100
+    steps: 30                   # sampling steps for generated keyframes, 1..1000; default:
+    guidance: 5.0               # the keyframe model's own (shapes: 30 and 5.0); guidance 0..100
     negative: ""                # default negative prompt
     duration: 2s                # default panel duration
     models:
@@ -54,12 +54,11 @@ from pathlib import Path
 from yaml.nodes import Node, SequenceNode
 
 from keyframe.errors import UserError
+from keyframe.sampling_options import EXPECTED, check_sampling_options
 from pipeline.shotlist_yaml import NodeReader, compose, describe
 
 DEFAULT_FPS = 24
 DEFAULT_SIZE = 64
-DEFAULT_STEPS = 30
-DEFAULT_GUIDANCE = 5.0
 DEFAULT_DURATION_S = 2.0
 DEFAULT_MODEL = "shapes"
 DEFAULT_INTERPOLATE = "general"  # in-betweens of keys from any other keyframe model
@@ -67,8 +66,6 @@ DEFAULT_INTERPOLATE = "general"  # in-betweens of keys from any other keyframe m
 SHAPES_WORLD_MODELS = ("shapes", "shapes-phrasings", "oracle")
 MAX_SIZE = 4096
 MAX_FPS = 240
-MAX_STEPS = 1000
-MAX_GUIDANCE = 100.0
 MAX_SEED = 2**63 - 1
 MAX_FRAMES = 100_000  # frames in a film: over an hour at 24 fps (pipeline.safety.MAX_FRAMES)
 TRANSITIONS = ("tween", "cut")
@@ -114,8 +111,8 @@ class Panel:
     negative: str
     image: Path | None  # absolute; None means the keyframe is generated from the prompt
     seed: int
-    steps: int
-    guidance: float
+    steps: int | None  # None: the keyframe model's own default (keyframe.sampling.with_defaults)
+    guidance: float | None  # likewise
     duration: int  # frames from this panel's key to the next panel's key
     hold: int  # frames from the key on that show the image unchanged (0 and 1: just the key)
     transition: str  # "tween" or "cut"
@@ -186,7 +183,7 @@ class _Parser(NodeReader):
         # 1. film-wide settings, then the defaults panels may override
         film = self.film(items)
         fps = film["fps"]
-        base = {"seed": 0, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE, "negative": ""}
+        base = {"seed": 0, "steps": None, "guidance": None, "negative": ""}  # None: the model's
         defaults = self.settings(items, fps, {**base, "duration": round(DEFAULT_DURATION_S * fps)})
         # 2. models, 3. panels, 4. title and length
         models = self.models(items)
@@ -267,17 +264,24 @@ class _Parser(NodeReader):
         out = dict(defaults)
         if "seed" in items:
             out["seed"] = self.integer(items["seed"], "seed", "a whole number >= 0", 0, MAX_SEED)
-        if "steps" in items:
-            expected = f"a whole number from 1 to {MAX_STEPS}"
-            out["steps"] = self.integer(items["steps"], "steps", expected, 1, MAX_STEPS)
-        if "guidance" in items:
-            expected = f"a number from 0 to {MAX_GUIDANCE:g}"
-            out["guidance"] = self.number(items["guidance"], "guidance", expected, 0, MAX_GUIDANCE)
+        for key in ("steps", "guidance"):
+            if key in items:
+                out[key] = self.sampling_option(items[key], key)
         if "negative" in items:
             out["negative"] = self.text(items["negative"], "negative") or ""
         if "duration" in items:
             out["duration"] = self.frames(items["duration"], "duration", fps, allow_zero=False)
         return out
+
+    def sampling_option(self, node: Node, key: str) -> int | float:
+        """steps or guidance, checked by the check every entry point shares (its message, with
+        this file and line in front)."""
+        value = self.scalar(node, key, EXPECTED[key])
+        try:
+            check_sampling_options(**{key: value})
+        except UserError as err:
+            raise self.error(node, "", str(err)) from None
+        return value
 
     def panel_list(self, root: Node, items: dict[str, Node]) -> list[Node]:
         """The panels' nodes: a non-empty list."""

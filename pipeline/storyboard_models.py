@@ -16,7 +16,8 @@ from pipeline.devices import resolve_device
 from pipeline.shotlist import DIFFUSERS, Panel, ShotList, panel_error
 from pipeline.storyboard_options import say
 
-# prompts, negative prompts, seeds (one per image), steps, guidance -> uint8 (n, h, w, 3).
+# prompts, negative prompts, seeds (one per image), steps, guidance (None: the model's own
+# default) -> uint8 (n, h, w, 3).
 # A KeyframeFn may carry `model_id` (str, part of the panel hashes) and `check_prompt(prompt)`
 # (raises UserError for a prompt it cannot draw, so errors come before any work). One with
 # `supports_anchors = True` also takes `anchors=` (each image's anchor index in the batch) and
@@ -76,11 +77,11 @@ def model_name(name: str) -> str:
 
 def pretrained_keyframes(name: str, width: int, height: int, device: str | None = None):
     """A trained keyframe model as a KeyframeFn drawing at ``width`` x ``height``."""
+    from keyframe import hub
     from keyframe.inference import image_generators
-    from keyframe.pretrained import from_pretrained
 
     try:
-        module = from_pretrained(name, device=resolve_device(device))
+        module = hub.from_pretrained(name, "keyframe", resolve_device(device))
     except UserError as err:
         raise UserError(f"keyframe {err}; for a preview use --keyframe-model oracle") from None
     module.latent_size((height, width))  # a size the model cannot draw fails before any panel

@@ -59,8 +59,8 @@ def params(
         "prompt": panel.prompt,
         "negative": panel.negative,
         "seed": seed,
-        "steps": panel.steps,
-        "guidance": float(panel.guidance),
+        "steps": panel.steps,  # None: the model's own default, as it is when drawn
+        "guidance": None if panel.guidance is None else float(panel.guidance),
         "model": model,
         "width": width,
         "height": height,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import warnings
 from pathlib import Path
 
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     _check_ckpt_path(args.cli_args)
+    check_overrides(args.cli_args)
     try:
         build_cli(args.stage, args.cli_args or ["--help"])
     except ArgumentError as err:
@@ -135,6 +137,33 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise UserError(f"trainer: {' '.join(str(err).split())}") from None
     return 0
+
+
+def config_base(path: Path) -> Path | None:
+    """The base of an override config (its header says "# An override of BASE.yaml"), or None."""
+    try:
+        match = OVERRIDE_HEADER.search(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None  # LightningCLI reports an unreadable config itself
+    return path.parent / match.group(1) if match else None
+
+
+def check_overrides(cli_args: list[str]) -> None:
+    """An override config given without its base, earlier, would train with class defaults for
+    everything it leaves out: refuse it with the command that works."""
+    order = [Path(a.split("=", 1)[1]) if a.startswith("--config=") else Path(b)
+             for a, b in zip(cli_args, [*cli_args[1:], ""], strict=True)
+             if a.startswith("--config=") or a == "--config"]  # fmt: skip
+    for index, path in enumerate(order):
+        base = config_base(path)
+        if base is not None and not any(p.resolve() == base.resolve() for p in order[:index]):
+            raise UserError(
+                f"{path}: an override of {base.name}; give its base first: "
+                f"--config {base} --config {path}"
+            )
+
+
+OVERRIDE_HEADER = re.compile(r"^# An override of (\S+\.yaml)", re.MULTILINE)
 
 
 def _trainer_settings_error(err: BaseException) -> bool:

@@ -131,20 +131,14 @@ def _check_options(options: dict) -> None:
     """Numeric options in range (NaN and 1e30 included), a known sampler and fit, before any
     work, whichever model runs (the general model uses neither init_sigma nor sampler)."""
     from interpolate.flow import check_init
-    from keyframe.inference import MAX_GUIDANCE, MAX_SAMPLE_STEPS
-    from keyframe.sampling import check_sampler
+    from keyframe.sampling_options import check_sampling_options
     from pipeline.shotlist import MAX_FPS, MAX_SEED
 
     safety.check_number(options["fps"], "--fps", 1e-3, MAX_FPS)
     safety.check_number(options["seed"], "--seed", 0, MAX_SEED, integer=True)
-    if options["guidance"] is not None:
-        safety.check_number(options["guidance"], "--guidance", 0, MAX_GUIDANCE)
-    if options["steps"] is not None:
-        safety.check_number(options["steps"], "--steps", 1, MAX_SAMPLE_STEPS, integer=True)
+    check_sampling_options(options["steps"], options["guidance"], options["sampler"], "--")
     if options["init_sigma"] is not None:
         check_init("flow", options["init_sigma"])  # the sigma flow in-betweens are noised to
-    if options["sampler"] is not None:
-        check_sampler(options["sampler"])
     if options["fit"] not in FITS:
         raise UserError(f"--fit {options['fit']}: expected one of {', '.join(FITS)}")
 

@@ -20,6 +20,7 @@ from pipeline.tween_fit import Fit, from_model, key_output, make_fit, to_model
 
 MODEL_FREE = ("flow", "crossfade")  # pipeline.modelfree (imported when used: it needs torch)
 SHAPES_ONLY = ("sampler", "guidance", "init", "init_sigma", "prompt")  # options only they use
+TRAINED_OPTIONS = ("steps", "sampler", "guidance", "init", "init_sigma")  # None: the model's
 
 
 def inbetweens(pixels, depth: str, timing: Timing, options: dict, say: Callable[[str], None]):
@@ -63,6 +64,8 @@ def _model_frames(pixels, depth, timing: Timing, options: dict):
     from tqdm import tqdm
 
     from interpolate.inbetween import interpolate_frames, plan_windows
+    from keyframe.inference import sampling_defaults
+    from keyframe.sampling_options import with_defaults
     from pipeline.devices import resolve_device
 
     keys = _rgb8_keys(pixels, depth, timing, options["model"])
@@ -73,8 +76,9 @@ def _model_frames(pixels, depth, timing: Timing, options: dict):
     model_keys = torch.stack([torch.from_numpy(io.from_uint8_rgb(to_model(k, fit))) for k in keys])
     keys_out = {p: key_output(k, fit) for p, k in zip(positions, keys, strict=True)}
     windows = plan_windows(positions, num_frames, hp.num_frames, hp.context_frames)
-    pick = {name: options[name] if options[name] is not None else hp[f"sample_{name}"]
-            for name in ("steps", "sampler", "guidance", "init", "init_sigma")}  # fmt: skip
+    defaults = {**sampling_defaults(model), "init": hp.sample_init}
+    defaults["init_sigma"] = hp.sample_init_sigma
+    pick = with_defaults(defaults, **{name: options[name] for name in TRAINED_OPTIONS})
     bar = tqdm(total=len(windows), desc="windows", unit="window", disable=None, file=sys.stderr)
 
     def progress(info: dict) -> None:
@@ -124,6 +128,7 @@ def _general_frames(pixels, depth: str, timing: Timing, options: dict, say):
     from tqdm import tqdm
 
     from interpolate.general.pipeline import GeneralInterpolator, working_shape
+    from keyframe.sampling_options import with_defaults
     from pipeline.devices import resolve_device
     from pipeline.modelfree import flow_proxies
 
@@ -139,12 +144,11 @@ def _general_frames(pixels, depth: str, timing: Timing, options: dict, say):
             "init (DIS flow between the keys, carried to each in-between's time)")  # fmt: skip
     guides = list(flow_proxies(slots, depth))
     bar = tqdm(total=timing.count, desc="in-betweens", unit="frame", disable=None, file=sys.stderr)
+    chosen = with_defaults(pipe.sampling_defaults(), steps=options["steps"], sampler=None)
     frames = pipe(list(slots), timing.positions(), timing.length, seed=options["seed"],
-                  steps=options["steps"], guides=guides)  # fmt: skip
-    steps = pipe.config.steps if options["steps"] is None else options["steps"]
-    steps = steps if pipe.trained else 0
+                  steps=chosen["steps"], guides=guides)  # fmt: skip
     info = {"size": {"width": width, "height": height}, "model_config": pipe.config.to_dict(),
-            "steps": steps, "sampler": "dpmpp_2m",
+            "steps": chosen["steps"] if pipe.trained else 0, "sampler": chosen["sampler"],
             "working_size": {"width": work[1], "height": work[0]}}  # fmt: skip
     return _closing(_counted(itertools.islice(frames, timing.count), bar), bar), info
 

@@ -39,14 +39,16 @@ if [ ! -f $DATA/dataset.json ]; then
     --workers 14 > "$RES/logs/dataset.txt" 2>&1 || { cat "$RES/logs/dataset.txt"; exit 1; }
 fi
 say "data ready"
-animatic train keyframe fit --config configs/keyframe/shapes-gpu-continue.yaml \
-  --data.data $DATA --data.latents $DATA/stills-latents.safetensors --seed_everything "$SEED" \
+animatic train keyframe fit --config configs/keyframe/shapes.yaml \
+  --config configs/keyframe/shapes-gpu-continue.yaml \
+  --data.data $DATA --data.latents $DATA/stills-latents --seed_everything "$SEED" \
   --trainer.default_root_dir runs/continue-kf --trainer.max_time "$(hms "$(left 35)")" \
   "${EXTRA[@]}" > "$RES/logs/kf.txt" 2>&1 &
 KF=$!
-animatic train interpolate fit --config configs/interpolate/shapes-gpu2.yaml \
+animatic train interpolate fit --config configs/interpolate/shapes.yaml \
+  --config configs/interpolate/shapes-gpu2.yaml \
   --model.init_from interpolate/weights/shapes --data.data $DATA \
-  --data.latents $DATA/clips-latents.safetensors --seed_everything "$SEED" \
+  --data.latents $DATA/clips-latents --seed_everything "$SEED" \
   --trainer.default_root_dir runs/continue-tw --trainer.max_time "$(hms "$(left 30)")" \
   "${EXTRA[@]}" > "$RES/logs/tw.txt" 2>&1 &
 TW=$!

@@ -42,8 +42,9 @@ if [ ! -f $DATA/stills.jsonl ]; then
 fi
 say "data ready"
 RUN=runs/phrasings-gpu-$SEED
-animatic train keyframe fit --config configs/keyframe/shapes-gpu-phrasings.yaml \
-  --data.data $DATA --data.latents $DATA/stills-latents.safetensors --seed_everything "$SEED" \
+animatic train keyframe fit --config configs/keyframe/shapes.yaml \
+  --config configs/keyframe/shapes-gpu-phrasings.yaml \
+  --data.data $DATA --data.latents $DATA/stills-latents --seed_everything "$SEED" \
   --trainer.default_root_dir $RUN --trainer.max_time "$(hms "$BUDGET")" "${EXTRA[@]}" \
   > "$RES/logs/train.txt" 2>&1
 say "train exit $?"

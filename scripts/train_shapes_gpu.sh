@@ -26,18 +26,22 @@ if [ ! -f data/shapes-gpu/dataset.json ]; then
 fi
 echo "data ready after $(($(date +%s) - START)) s"
 
-animatic train keyframe fit --config configs/keyframe/shapes-gpu.yaml \
+animatic train keyframe fit --config configs/keyframe/shapes.yaml \
+  --config configs/keyframe/shapes-gpu.yaml \
   --trainer.max_time "$(hms "$(left)")" > "$OUT/logs/keyframe-pos.txt" 2>&1 &
 KF=$!
-animatic train interpolate fit --config configs/interpolate/shapes-gpu.yaml \
+animatic train interpolate fit --config configs/interpolate/shapes.yaml \
+  --config configs/interpolate/shapes-gpu.yaml \
   --trainer.max_time "$(hms "$(left)")" > "$OUT/logs/interpolate.txt" 2>&1 &
 TW=$!
 for _ in $(seq 200); do  # the second keyframe run reuses the first one's latent cache
-  [ -f data/shapes-gpu/stills-latents.safetensors ] || ! kill -0 $KF 2>/dev/null && break
+  grep -qs '"complete": true' data/shapes-gpu/stills-latents/index.json \
+    || ! kill -0 $KF 2>/dev/null && break
   sleep 1
 done
 echo "latent cache ready after $(($(date +%s) - START)) s"
-animatic train keyframe fit --config configs/keyframe/shapes-gpu.yaml --model.position_bands 0 \
+animatic train keyframe fit --config configs/keyframe/shapes.yaml \
+  --config configs/keyframe/shapes-gpu.yaml --model.position_bands 0 \
   --trainer.default_root_dir runs/keyframe-shapes-gpu-nopos \
   --trainer.max_time "$(hms "$(left)")" > "$OUT/logs/keyframe-nopos.txt" 2>&1 &
 KN=$!

@@ -61,9 +61,11 @@ fi
 say "data ready"
 
 train() {  # name stage config setup_s [overrides...]: a run in the background, logs/name.txt
+  # (config: an override of configs/STAGE/shapes.yaml, which is given first)
   local name=$1 stage=$2 config=$3 setup=$4
   shift 4
-  animatic train "$stage" fit --config "$config" --data.data $DATA "$@" "${TRAIN_EXTRA[@]}" \
+  animatic train "$stage" fit --config "configs/$stage/shapes.yaml" --config "$config" \
+    --data.data $DATA "$@" "${TRAIN_EXTRA[@]}" \
     --trainer.default_root_dir "runs/gpu2-$name" --trainer.max_time "$(hms "$(left "$setup")")" \
     > "$RES/logs/$name.txt" 2>&1 &
   PIDS+=($!)
@@ -76,8 +78,8 @@ wait_for() {  # file pid: until the file exists or the process has ended
   done
 }
 PIDS=() NAMES=()
-KF_CACHE=$DATA/stills-latents.safetensors
-TW_CACHE=$DATA/clips-latents.safetensors
+KF_CACHE=$DATA/stills-latents
+TW_CACHE=$DATA/clips-latents
 # set-up before max_time starts counting: model, cache (the first run of each stage), sanity check
 train kf-continue keyframe configs/keyframe/shapes-gpu-continue.yaml 40 --data.latents $KF_CACHE
 train tw-mid interpolate configs/interpolate/shapes-gpu2.yaml 45 --data.latents $TW_CACHE \

@@ -117,14 +117,15 @@ def test_save_load_round_trip(tmp_path):
     ae.scale_factor, ae.shift = 0.37, 0.125
     frames = flat_scenes(2, 16)
     out = save_autoencoder(ae, tmp_path / "ae")
-    meta = json.loads((out / "autoencoder.json").read_text())
-    assert meta["kind"] == "kl" and meta["config"]["scale_factor"] == pytest.approx(0.37)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["kind"] == "autoencoder" and meta["autoencoder"]["kind"] == "kl"
+    assert meta["autoencoder"]["config"]["scale_factor"] == pytest.approx(0.37)
     loaded = load_autoencoder(out)
     with torch.no_grad():
         assert torch.equal(loaded.encode(frames), ae.encode(frames))
         z = ae.encode(frames)
         assert torch.equal(loaded.decode(z), ae.decode(z))
-    assert load_autoencoder(out / "autoencoder.safetensors").scale_factor == pytest.approx(0.37)
+    assert load_autoencoder(out / "model.safetensors").scale_factor == pytest.approx(0.37)
     with pytest.raises(UserError, match="already exists"):
         save_autoencoder(ae, out)
     ae.scale_factor = 0.5
@@ -145,11 +146,11 @@ def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(UserError, match="nowhere"):
         load_autoencoder(tmp_path / "nowhere")
     out = save_autoencoder(_small_ae(), tmp_path / "ae")
-    (out / "autoencoder.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(UserError, match="autoencoder.safetensors"):
+    (out / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="model.safetensors"):
         load_autoencoder(out)
-    (out / "autoencoder.json").write_text("{ broken")
-    with pytest.raises(UserError, match="autoencoder.json"):
+    (out / "config.json").write_text("{ broken")
+    with pytest.raises(UserError, match="config.json"):
         load_autoencoder(out)
     with pytest.raises(UserError, match="missing.ckpt"):
         load_autoencoder(tmp_path / "missing.ckpt")

@@ -157,7 +157,7 @@ def test_karras_schedule_matches_eq5_midpoint_and_rejects_bad_input():
     sigmas = karras_sigmas(3, 0.002, 80.0, 7.0)
     mid = (80.0 ** (1 / 7) + 0.5 * (0.002 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
     assert sigmas[1].item() == pytest.approx(mid, rel=1e-5)
-    with pytest.raises(UserError, match="steps"):
+    with pytest.raises(ValueError, match="at least 1 step"):
         karras_sigmas(0)
     with pytest.raises(UserError, match="sigma_min"):
         karras_sigmas(10, sigma_min=1.0, sigma_max=0.5)

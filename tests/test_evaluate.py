@@ -329,7 +329,9 @@ def test_eval_keyframe_runs_a_trained_model(tmp_path, capsys):
     ]  # fmt: skip
     assert all(r["seconds_per_image"] > 0 and 0 <= r["correct"] <= 1 for r in rows)
     assert main([*argv[:-2], "--sampler", "nope"]) == 2
-    assert "unknown sampler 'nope'" in last_error_line(capsys)
+    assert "--sampler: expected one of euler, euler_ancestral, heun, dpmpp_2m, got 'nope'" in (
+        last_error_line(capsys)
+    )
 
 
 @pytest.mark.slow

@@ -92,7 +92,7 @@ def test_autoencoder_export_and_lookup_by_shipped_name(checkpoint, tmp_path, mon
     _, module = checkpoint
     shipped = tmp_path / "weights"
     monkeypatch.setattr(pretrained, "SHIPPED_DIR", shipped)
-    with pytest.raises(UserError, match="not a shipped model name.*none are shipped"):
+    with pytest.raises(UserError, match="not a shipped autoencoder name.*none are shipped"):
         load_autoencoder("toy")
     save_pretrained(module, shipped / "toy", fp16=False)
     ae = load_autoencoder("toy")
@@ -102,7 +102,7 @@ def test_autoencoder_export_and_lookup_by_shipped_name(checkpoint, tmp_path, mon
         torch.testing.assert_close(ae.encode(x), module.autoencoder.encode(x))
     # An autoencoder checkpoint exports to the autoencoder folder layout.
     out = export("autoencoder", tmp_path / "ae", tmp_path / "ae16")
-    assert (out / "autoencoder.safetensors").is_file()
+    assert (out / "model.safetensors").is_file()
 
 
 def test_a_shared_autoencoder_ships_once(checkpoint, tmp_path, monkeypatch, capsys):
@@ -191,4 +191,4 @@ def test_an_interpolator_export_keeps_its_motion_prior(tmp_path, tiny_interpolat
     assert torch.allclose(loaded(*args), prior(*args), atol=1e-3)
     assert main(["export", "motion", str(source / "motion"), "--out", str(tmp_path / "m")]) == 0
     assert main(["export", "motion", str(source), "--out", str(tmp_path / "m2")]) == 2
-    assert "not a motion prior" in capsys.readouterr().err
+    assert "its kind is 'interpolate', expected 'motion'" in capsys.readouterr().err

@@ -126,7 +126,7 @@ def test_pipeline_keeps_keys_holds_and_seeds(tmp_path):
     assert np.array_equal(frames[11], keys[-1])
     again = list(tiny_pipe()(keys, positions, 12, seed=3))
     assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
-    folder = pipe.save_pretrained(tmp_path / "model", half=False)
+    folder = pipe.save_pretrained(tmp_path / "model", fp16=False)
     loaded = GeneralInterpolator.from_pretrained(folder)
     reloaded = list(loaded(keys, positions, 12, seed=3))
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(frames, reloaded, strict=True))
@@ -145,10 +145,10 @@ def test_rgba_keys_move_their_alpha_with_the_object():
 
 
 def test_from_pretrained_refuses_other_folders(tmp_path):
-    with pytest.raises(UserError, match="no such folder"):
+    with pytest.raises(UserError, match="no such file or folder"):
         GeneralInterpolator.from_pretrained(tmp_path / "missing")
     (tmp_path / "config.json").write_text('{"kind": "something-else"}')
-    with pytest.raises(UserError, match="not a general interpolator"):
+    with pytest.raises(UserError, match="unknown kind 'something-else'"):
         GeneralInterpolator.from_pretrained(tmp_path)
 
 

@@ -112,7 +112,7 @@ def test_existing_images_are_kept_unless_overwrite(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, words",
     [
-        (["--steps", "0"], "--steps: expected an integer from 1 to 1000"),
+        (["--steps", "0"], "--steps: expected a whole number from 1 to 1000, got 0"),
         (["--steps", "5000"], "--steps"),
         (["--guidance", "-1"], "--guidance: expected a number from 0 to 100"),
         (["--sampler", "ddim"], "--sampler"),

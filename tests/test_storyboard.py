@@ -268,8 +268,8 @@ def test_batches_group_by_settings_and_match_single_draws(tmp_path):
     shots = write_shots(tmp_path, text)
     fn = Counting(32, 32)
     board = sb.storyboard(shots, tmp_path / "board", keyframe_model=fn, batch_size=2, verbose=False)
-    assert sorted(len(call[0]) for call in fn.calls) == [1, 1, 2]  # steps 30: 3 panels; 10: 1
-    assert {call[2] for call in fn.calls} == {30, 10}
+    assert sorted(len(call[0]) for call in fn.calls) == [1, 1, 2]  # the model's: 3 panels; 10: 1
+    assert {call[2] for call in fn.calls} == {None, 10}  # None: the model's own default
     single = oracle_keyframes(32, 32)
     for record, image in zip(board.panels, board.images, strict=True):
         alone = single([record["prompt"]], [""], [record["seed"]], 30, 5.0)[0]

@@ -4,6 +4,7 @@ two DDP processes), and bad configs or data are one-line errors."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,14 @@ from pipeline.train import STAGES, build_cli
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*/*.yaml"))
 TINY = str(ROOT / "configs" / "keyframe" / "tiny.yaml")
+
+
+def config_args(path: Path) -> list[str]:
+    """`--config` arguments of a config: an override (its header says "An override of
+    BASE.yaml") is given after its base, as its header's command does."""
+    base = re.search(r"^# An override of (\S+\.yaml)", path.read_text(), re.MULTILINE)
+    paths = ([path.parent / base.group(1)] if base else []) + [path]
+    return [arg for p in paths for arg in ("--config", str(p))]
 
 
 def fit_args(data: Path, root: Path, *extra: str) -> list[str]:
@@ -62,7 +71,7 @@ def test_print_config_resolves_interpolations_after_overrides(tmp_path, capsys):
 def test_every_config_parses(path, capsys):
     assert path.parent.name in STAGES
     with pytest.raises(SystemExit) as exit_:
-        main(["train", path.parent.name, "fit", "--config", str(path), "--print_config"])
+        main(["train", path.parent.name, "fit", *config_args(path), "--print_config"])
     assert exit_.value.code in (0, None), capsys.readouterr().err
     assert yaml.safe_load(capsys.readouterr().out)["model"]
 
@@ -129,3 +138,13 @@ def test_missing_checkpoint_to_resume_is_a_one_line_error(tiny_shapes, tmp_path,
     missing = tmp_path / "nope.ckpt"
     assert main(fit_args(tiny_shapes, tmp_path, "--ckpt_path", str(missing))) == 2
     assert "nope.ckpt" in one_line_error(capsys)
+
+
+def test_an_override_without_its_base_is_a_one_line_error(capsys):
+    override = ROOT / "configs" / "keyframe" / "shapes-gpu.yaml"
+    assert main(["train", "keyframe", "fit", "--config", str(override), "--print_config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "give its base first" in err and "shapes.yaml" in err
+    with pytest.raises(SystemExit) as done:  # --print_config prints and exits
+        main(["train", "keyframe", "fit", *config_args(override), "--print_config"])
+    assert done.value.code == 0 and "position_bands: 6" in capsys.readouterr().out

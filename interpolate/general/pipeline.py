@@ -17,7 +17,6 @@ Keys come back exactly; identical neighbouring keys (a hold) give copies without
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -26,14 +25,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from interpolate.general.model import MotionConfig, build_denoiser
 from interpolate.general.motion import condition, init_flows, init_motion, key_flows
-from interpolate.general.names import CONFIG_NAME, KIND, WEIGHTS_NAME, resolve
 from interpolate.general.warp import keys_agree, make_frame
+from keyframe import hub
 from keyframe.errors import UserError
 from keyframe.sampling import sample
+from keyframe.sampling_options import with_defaults
 
 
 def working_shape(height: int, width: int, config: MotionConfig) -> tuple[int, int]:
@@ -65,43 +64,21 @@ class GeneralInterpolator:
         """Whether a motion network refines the flow init (False: the init alone)."""
         return self.denoiser is not None
 
-    # ---- saving -------------------------------------------------------------------------------
+    def sampling_defaults(self) -> dict:
+        """The model's own sampling settings, from its config: the one default of `steps` (its
+        sampler is always dpmpp_2m, and it takes no guidance)."""
+        return {"steps": self.config.steps, "sampler": "dpmpp_2m"}
+
+    # ---- saving and loading (keyframe.hub: the `general` kind) --------------------------------
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str = "cpu"):
-        folder = resolve(name_or_path)
-        try:
-            record = json.loads((folder / CONFIG_NAME).read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"{folder}: no readable {CONFIG_NAME} ({err})") from None
-        if record.get("kind") != KIND:
-            raise UserError(f"{folder}: not a general interpolator (kind {record.get('kind')!r})")
-        config = MotionConfig.from_dict(record["config"])
-        if record.get("network", True) is False:
-            return cls(None, config, device)
-        if not (folder / WEIGHTS_NAME).is_file():
-            raise UserError(f"{folder}: no {WEIGHTS_NAME} (its config names a network)")
-        denoiser = build_denoiser(config)
-        state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_NAME)).items()}
-        missing, unexpected = denoiser.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise UserError(f"{folder}: weights do not fit the config ({len(missing)} missing)")
-        return cls(denoiser, config, device)
+        """`hub.from_pretrained(name_or_path, kind="general", device=device)`."""
+        return hub.from_pretrained(name_or_path, "general", device)
 
-    def save_pretrained(self, folder: str | os.PathLike, half: bool = True) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.denoiser is None:
-            record = {"kind": KIND, "network": False, "config": self.config.to_dict()}
-            (folder / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
-            return folder
-        dtype = torch.float16 if half else torch.float32
-        state = {k: v.detach().to("cpu", dtype).contiguous()
-                 for k, v in self.denoiser.state_dict().items()}  # fmt: skip
-        save_file(state, str(folder / WEIGHTS_NAME))
-        record = {"kind": KIND, "config": self.config.to_dict()}
-        (folder / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
-        return folder
+    def save_pretrained(self, folder: str | os.PathLike, **options) -> Path:
+        """`hub.save_pretrained(self, folder, **options)`; options: see `save_general`."""
+        return save_general(self, folder, **options)
 
     # ---- sampling -----------------------------------------------------------------------------
 
@@ -112,7 +89,7 @@ class GeneralInterpolator:
         f01, f10 = (torch.from_numpy(f).permute(2, 0, 1)[None] for f in key_flows(k0, k1))
         t = torch.tensor([list(times)], dtype=torch.float32)
         init = init_flows(f01, f10, t)
-        steps = self.config.steps if steps is None else steps
+        steps = with_defaults(self.sampling_defaults(), steps=steps)["steps"]
         if steps == 0 or self.denoiser is None:  # the flow init alone (what the network refines)
             return init_motion(init)[0].permute(1, 0, 2, 3).numpy()
         keys = [torch.from_numpy(k).permute(2, 0, 1)[None].float() / 127.5 - 1 for k in (k0, k1)]
@@ -177,3 +154,40 @@ class GeneralInterpolator:
             motion = self.motion(*small, [f / gap for f in part], seed * 1000 + r, steps)
             for f, field in zip(part, motion, strict=True):
                 yield make_frame(k0, k1, field, f / gap, agree)
+
+
+def save_general(
+    pipe: GeneralInterpolator, folder: str | os.PathLike, fp16: bool = True, overwrite: bool = False
+) -> Path:
+    """The `general` kind's saver: `config.json` (``"network": false`` without a denoiser) and
+    `model.safetensors` (fp16 if asked), atomically."""
+    folder = hub.prepare_folder(Path(folder), overwrite)
+    if pipe.denoiser is None:
+        hub.write_config(folder, "general", {"network": False, "config": pipe.config.to_dict()})
+        return folder
+    dtype = torch.float16 if fp16 else torch.float32
+    state = {k: v.detach().to("cpu", dtype).contiguous()
+             for k, v in pipe.denoiser.state_dict().items()}  # fmt: skip
+    hub.write_weights(folder, state)
+    hub.write_config(folder, "general", {"config": pipe.config.to_dict()})
+    return folder
+
+
+def load_general(folder: Path, device: str = "cpu") -> GeneralInterpolator:
+    """The `general` kind's loader: a general interpolator from its folder."""
+    record = hub.read_config(folder)[0]
+    try:
+        config = MotionConfig.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        where = folder / hub.CONFIG_NAME
+        raise UserError(f"{where}: bad general interpolator config ({err})") from None
+    if record.get("network", True) is False:
+        return GeneralInterpolator(None, config, device)
+    if not (folder / hub.WEIGHTS_NAME).is_file():
+        raise UserError(f"{folder}: no {hub.WEIGHTS_NAME} (its config names a network)")
+    denoiser = build_denoiser(config)
+    state = {k: v.float() for k, v in hub.read_weights(folder).items()}
+    missing, unexpected = denoiser.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{folder}: weights do not fit the config ({len(missing)} missing)")
+    return GeneralInterpolator(denoiser, config, device)

@@ -88,12 +88,19 @@ def _add_h264_stream(out, rate: Fraction, size: tuple[int, int], crf: int):
 def _yuv_frame(rgb: np.ndarray, pts: int):
     """RGB frame -> BT.709 limited-range yuv420p VideoFrame, odd edges padded by repetition."""
     import av
-    from av.video.reformatter import ColorRange, Colorspace
 
     pad = ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0))
     frame = av.VideoFrame.from_ndarray(np.pad(rgb, pad, mode="edge"), format="rgb24")
+    return bt709_limited(frame, "yuv420p", pts)
+
+
+def bt709_limited(frame, pix_fmt: str, pts: int):
+    """A full-range RGB VideoFrame -> `pix_fmt` in BT.709 limited range (how players read
+    untagged or BT.709-tagged video), with its presentation time `pts`."""
+    from av.video.reformatter import ColorRange, Colorspace
+
     frame = frame.reformat(
-        format="yuv420p",
+        format=pix_fmt,
         src_colorspace=Colorspace.ITU709,
         dst_colorspace=Colorspace.ITU709,
         src_color_range=ColorRange.JPEG,

@@ -265,7 +265,8 @@ def _prores_stream(out, rate: Fraction, size: Sequence[int], pix_fmt: str, profi
 
 def _prores_frame(pixels: np.ndarray, pix_fmt: str, pts: int):
     import av
-    from av.video.reformatter import ColorRange, Colorspace
+
+    from pipeline.io_video import bt709_limited
 
     pad = ((0, 0), (0, coded_width(pixels.shape[1], pix_fmt) - pixels.shape[1]), (0, 0))
     if pix_fmt == "yuv422p10le":
@@ -277,13 +278,4 @@ def _prores_frame(pixels: np.ndarray, pix_fmt: str, pts: int):
         values = np.pad(opaque, pad)
     values = np.ascontiguousarray(quantize(values, "16-bit"))
     kind = "rgba64le" if values.shape[-1] == 4 else "rgb48le"
-    frame = av.VideoFrame.from_ndarray(values, format=kind)
-    frame = frame.reformat(
-        format=pix_fmt,
-        src_colorspace=Colorspace.ITU709,
-        dst_colorspace=Colorspace.ITU709,
-        src_color_range=ColorRange.JPEG,
-        dst_color_range=ColorRange.MPEG,
-    )
-    frame.pts = pts
-    return frame
+    return bt709_limited(av.VideoFrame.from_ndarray(values, format=kind), pix_fmt, pts)

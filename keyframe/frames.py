@@ -12,6 +12,7 @@ import torch
 from einops import rearrange
 
 from keyframe.errors import UserError
+from keyframe.image_decode import decode_image
 from keyframe.media import read_video_file, video_file_info
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
@@ -27,19 +28,6 @@ def media_kind(path: str | Path) -> str | None:
     return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
 
 
-def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    """Whatever OpenCV decoded (gray, BGR, BGRA, 16-bit) as uint8 RGB; alpha over white."""
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        alpha = image[..., 3:].astype(np.float32) / 255.0
-        rgb = image[..., 2::-1].astype(np.float32)
-        return (rgb * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-    return np.ascontiguousarray(image[..., ::-1])
-
-
 def read_image(path: str | Path | io.BytesIO) -> np.ndarray:
     """An image file (or its bytes, e.g. a member of a shard) as uint8 RGB (h, w, 3)."""
     try:
@@ -49,10 +37,7 @@ def read_image(path: str | Path | io.BytesIO) -> np.ndarray:
             data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise UserError(f"{path}: not a readable image")
-    return _as_rgb8(image)
+    return decode_image(data, path)
 
 
 def _frame_files(folder: Path) -> list[Path]:

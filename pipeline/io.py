@@ -27,10 +27,10 @@ import numpy as np
 
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
+from keyframe.image_decode import decode_image
 from pipeline import safety
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,43 +55,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)  # imdecode: no trouble with non-ASCII paths
     except OSError as err:
         raise UserError(f"{path}: cannot read image ({err.strerror})") from None
-    image = None
-    if data.size:
-        jpeg = data[:3].tobytes() == _JPEG_MAGIC  # JPEG has no alpha; COLOR applies orientation
-        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH if jpeg else cv2.IMREAD_UNCHANGED
-        with suppress(cv2.error):
-            image = cv2.imdecode(data, flags)
-    if image is None or image.size == 0:
-        raise UserError(f"{path}: not a readable image (corrupt file or unsupported format)")
-    return _to_rgb8(image, path)
-
-
-def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
-    """OpenCV decode result (gray, gray+alpha, BGR or BGRA at any depth) -> uint8 RGB."""
-    if image.ndim == 2:
-        image = image[:, :, None]
-    channels = image.shape[2]
-    if channels not in (1, 2, 3, 4):
-        raise UserError(f"{path}: unsupported image with {channels} channels")
-    full = _full_scale(image.dtype, path)
-    pixels = image.astype(np.float32) / full
-    alpha = None
-    if channels in (2, 4):
-        pixels, alpha = pixels[:, :, :-1], pixels[:, :, -1:]
-    pixels = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[:, :, ::-1]  # BGR
-    if alpha is not None:
-        pixels = pixels * alpha + (1.0 - alpha)  # composite onto white
-    return np.ascontiguousarray(np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8))
-
-
-def _full_scale(dtype: np.dtype, path: Path) -> float:
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    if dtype in (np.float16, np.float32, np.float64):
-        return 1.0
-    raise UserError(f"{path}: unsupported pixel type {dtype} (expected 8/16-bit or float)")
+    return decode_image(data, path)
 
 
 def natural_key(name: str) -> tuple:

@@ -316,3 +316,24 @@ def test_sidecar_records_provenance(tmp_path):
     assert leftovers(tmp_path) == []
     with pytest.raises(TypeError, match="cannot record"):
         io.write_sidecar(out, {"bad": object()})
+
+
+def test_training_and_inference_decode_stills_to_the_same_pixels(tmp_path):
+    """One decoder (keyframe.image_decode) behind both readers: 16-bit with alpha, gray, and a
+    JPEG whose EXIF says 'rotate 90' read alike, and the rotation is applied by both."""
+    from keyframe.frames import read_image as training_read
+
+    rng = np.random.default_rng(0)
+    rgba16 = rng.integers(0, 65536, (6, 10, 4), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "a.png"), rgba16)
+    cv2.imwrite(str(tmp_path / "g.png"), rng.integers(0, 256, (6, 10), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 clockwise to view
+    pixels = rng.integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    for name in ("a.png", "g.png", "r.jpg"):
+        path = tmp_path / name
+        assert np.array_equal(training_read(path), io.read_image(path)), name
+    assert io.read_image(tmp_path / "r.jpg").shape == (32, 16, 3)  # turned upright
+    white = io.read_image(tmp_path / "a.png")[rgba16[..., 3] == 0]
+    assert (white == 255).all()  # transparent pixels read as white paper

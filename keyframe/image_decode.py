@@ -22,6 +22,11 @@ def decode_image(data: np.ndarray, name: str | Path) -> np.ndarray:
     are clipped to [0, 1] with no tone mapping; alpha is composited onto white (transparent
     paper reads as white paper); JPEG EXIF orientation is applied. `name` is for messages.
     """
+    return _to_rgb8(imdecode(data, name), name)
+
+
+def imdecode(data: np.ndarray, name: str | Path) -> np.ndarray:
+    """OpenCV's decode at the file's own depth, (h, w, 1|2|3|4) BGR(A) order, EXIF-upright."""
     image = None
     if data.size:
         jpeg = data[:3].tobytes() == JPEG_MAGIC  # JPEG has no alpha; COLOR applies orientation
@@ -30,16 +35,15 @@ def decode_image(data: np.ndarray, name: str | Path) -> np.ndarray:
             image = cv2.imdecode(data, flags)
     if image is None or image.size == 0:
         raise UserError(f"{name}: not a readable image (corrupt file or unsupported format)")
-    return _to_rgb8(image, name)
+    image = image[:, :, None] if image.ndim == 2 else image
+    if image.shape[2] not in (1, 2, 3, 4):
+        raise UserError(f"{name}: unsupported image with {image.shape[2]} channels")
+    return image
 
 
 def _to_rgb8(image: np.ndarray, name: str | Path) -> np.ndarray:
-    """OpenCV decode result (gray, gray+alpha, BGR or BGRA at any depth) -> uint8 RGB."""
-    if image.ndim == 2:
-        image = image[:, :, None]
+    """imdecode's result (gray, gray+alpha, BGR or BGRA at any depth) -> uint8 RGB."""
     channels = image.shape[2]
-    if channels not in (1, 2, 3, 4):
-        raise UserError(f"{name}: unsupported image with {channels} channels")
     if image.dtype == np.uint8 and channels in (1, 3):  # the common case, exact without floats
         rgb = np.repeat(image, 3, axis=2) if channels == 1 else image[:, :, ::-1]
         return np.ascontiguousarray(rgb)

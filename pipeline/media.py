@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,11 +23,11 @@ import numpy as np
 
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
+from keyframe.image_decode import imdecode
 from pipeline import safety
 
 DEPTHS = ("8-bit", "16-bit", "half", "float")
 _SCALE = {np.dtype(np.uint8): ("8-bit", 255.0), np.dtype(np.uint16): ("16-bit", 65535.0)}
-_JPEG_MAGIC = b"\xff\xd8\xff"
 PRORES_PROFILES = {"422hq": ("yuv422p10le", "3"), "4444": ("yuva444p10le", "4")}
 
 
@@ -52,18 +51,7 @@ def read_frame(path: str | os.PathLike) -> tuple[np.ndarray, str]:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise UserError(f"{path}: cannot read image ({err.strerror})") from None
-    image = None
-    if data.size:
-        jpeg = data[:3].tobytes() == _JPEG_MAGIC  # JPEG has no alpha; COLOR applies orientation
-        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH if jpeg else cv2.IMREAD_UNCHANGED
-        with suppress(cv2.error):
-            image = cv2.imdecode(data, flags)
-    if image is None or image.size == 0:
-        raise UserError(f"{path}: not a readable image (corrupt file or unsupported format)")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] not in (1, 2, 3, 4):
-        raise UserError(f"{path}: unsupported image with {image.shape[2]} channels")
+    image = imdecode(data, path)  # the decoder of keyframe.image_decode, at full depth
     if image.dtype in _SCALE:
         depth, full = _SCALE[image.dtype]
     elif image.dtype in (np.float16, np.float32):

@@ -11,6 +11,7 @@ from interpolate.masks import check_weights
 from interpolate.temporal import VideoUNet
 from keyframe.errors import UserError
 from keyframe.inference import check_sampling_options
+from keyframe.network import unet_arguments
 from keyframe.stage import check_training_options
 from keyframe.text import TextEncoder
 
@@ -42,18 +43,9 @@ def video_unet(
     conditioning from `text` if given."""
     return VideoUNet(
         latent_channels=latent_channels,
-        model_channels=hparams["model_channels"],
-        channel_mult=list(hparams["channel_mult"]),
-        num_res_blocks=hparams["num_res_blocks"],
-        attention_levels=list(hparams["attention_levels"]),
-        num_heads=hparams["num_heads"],
-        context_dim=text.dim if text is not None else None,
-        pooled_dim=text.pooled_dim if text is not None else None,
-        dropout=hparams["dropout"],
-        checkpoint=hparams["gradient_checkpointing"],
+        **unet_arguments(hparams, text),
         temporal_attention=hparams["temporal_attention"],
         temporal_heads=hparams["temporal_heads"],
         max_relative_distance=hparams["max_relative_distance"],
         fps_conditioning=hparams["fps_conditioning"],
-        position_bands=hparams["position_bands"],
     )

@@ -28,16 +28,22 @@ def keyframe_unet(hparams: Mapping[str, Any], latent_channels: int, text: TextEn
     """The U-Net the hyperparameters describe, conditioned on `text`'s tokens and pooled
     embedding, on `latent_channels` latents in and out."""
     return UNet(
-        in_channels=latent_channels,
-        out_channels=latent_channels,
-        model_channels=hparams["model_channels"],
-        channel_mult=list(hparams["channel_mult"]),
-        num_res_blocks=hparams["num_res_blocks"],
-        attention_levels=list(hparams["attention_levels"]),
-        num_heads=hparams["num_heads"],
-        context_dim=text.dim,
-        pooled_dim=text.pooled_dim,
-        dropout=hparams["dropout"],
-        checkpoint=hparams["gradient_checkpointing"],
-        position_bands=hparams["position_bands"],
+        in_channels=latent_channels, out_channels=latent_channels, **unet_arguments(hparams, text)
     )
+
+
+def unet_arguments(hparams: Mapping[str, Any], text: TextEncoder | None) -> dict[str, Any]:
+    """The U-Net arguments both stages read from the same hyperparameters (the interpolator's
+    video U-Net is the keyframe U-Net inflated), text conditioning from `text` if given."""
+    return {
+        "model_channels": hparams["model_channels"],
+        "channel_mult": list(hparams["channel_mult"]),
+        "num_res_blocks": hparams["num_res_blocks"],
+        "attention_levels": list(hparams["attention_levels"]),
+        "num_heads": hparams["num_heads"],
+        "context_dim": text.dim if text is not None else None,
+        "pooled_dim": text.pooled_dim if text is not None else None,
+        "dropout": hparams["dropout"],
+        "checkpoint": hparams["gradient_checkpointing"],
+        "position_bands": hparams["position_bands"],
+    }

@@ -4,7 +4,6 @@ two DDP processes), and bad configs or data are one-line errors."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 from keyframe.module import KeyframeModule
 from pipeline.cli import main
-from pipeline.train import STAGES, build_cli
+from pipeline.train import STAGES, build_cli, config_base
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*/*.yaml"))
@@ -27,8 +26,8 @@ TINY = str(ROOT / "configs" / "keyframe" / "tiny.yaml")
 def config_args(path: Path) -> list[str]:
     """`--config` arguments of a config: an override (its header says "An override of
     BASE.yaml") is given after its base, as its header's command does."""
-    base = re.search(r"^# An override of (\S+\.yaml)", path.read_text(), re.MULTILINE)
-    paths = ([path.parent / base.group(1)] if base else []) + [path]
+    base = config_base(path)
+    paths = ([base] if base else []) + [path]
     return [arg for p in paths for arg in ("--config", str(p))]
 
 

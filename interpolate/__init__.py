@@ -9,7 +9,7 @@ from keyframe import hub
 hub.register(
     hub.Kind(
         "interpolate",
-        cls="interpolate.module:InterpolateModule",
+        cls=("interpolate.pipeline:InterpolatePipeline", "interpolate.module:InterpolateModule"),
         load="interpolate.module:load_interpolate",
         save="interpolate.module:save_interpolate",
         shipped_dir="interpolate.module:SHIPPED_DIR",

@@ -31,9 +31,8 @@ import torch
 from interpolate.flow import check_init
 from interpolate.paths import PathFrames
 from keyframe.errors import UserError
-from keyframe.inference import sampling_defaults
 from keyframe.pixels import from_uint8, to_uint8
-from keyframe.sampling_options import check_sampling_options, with_defaults
+from keyframe.sampling_options import check_sampling_options, sampling_defaults, with_defaults
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -176,25 +175,27 @@ def interpolate_frames(
     Arguments are checked (and keys encoded) at the call, before any frame is asked for.
     """
     check_sampling_options(steps, guidance, sampler)
+    pipe = model.pipeline() if hasattr(model, "pipeline") else model  # a trainer: its EMA
+    model, config = pipe.model, pipe.config
     keys = _stack_keys(keys).float()
     positions = check_timing(positions, num_frames)
     if len(positions) != keys.shape[0]:
         raise UserError(f"timing: {len(positions)} frame numbers for {keys.shape[0]} keys")
-    window = model.hparams.num_frames if window is None else window
-    context = model.hparams.context_frames if context is None else context
-    fps = float(model.hparams.sample_fps if fps is None else fps)
+    window = config.num_frames if window is None else window
+    context = config.context_frames if context is None else context
+    fps = float(config.sample_fps if fps is None else fps)
     if not (math.isfinite(fps) and fps > 0):
         raise UserError(f"fps: expected a positive frame rate, got {fps}")
     windows = plan_windows(positions, num_frames, window, context)
-    chosen = with_defaults(sampling_defaults(model), steps=steps, sampler=sampler)
+    chosen = with_defaults(sampling_defaults(config), steps=steps, sampler=sampler)
     steps, sampler = chosen["steps"], chosen["sampler"]
     cond = model.sampling_conditions(prompt, guidance)  # guidance None: the model's, too
-    init = model.hparams.sample_init if init is None else init
-    init_sigma = model.hparams.sample_init_sigma if init_sigma is None else init_sigma
+    init = config.sample_init if init is None else init
+    init_sigma = config.sample_init_sigma if init_sigma is None else init_sigma
     check_init(init, init_sigma)
     latents = dict(zip(positions, model.encode_frames(keys).unbind(0), strict=True))
     key_at = dict(zip(positions, keys.cpu(), strict=True))
-    prior = model.motion_prior if motion else None
+    prior = pipe.motion_prior if motion else None
     flow = PathFrames(to_uint8(keys), positions, prior, fps) if init == "flow" else None
     options = {"steps": steps, "sampler": sampler, "seed": seed, "fps": fps, "callback": callback}
     return _stream(
@@ -310,14 +311,16 @@ def interpolate(
 ) -> torch.Tensor:
     """The full sequence `c f h w` in [-1, 1] (CPU) with the keys exactly in place.
 
-    `model` is an InterpolateModule; `keys` are (k, c, h, w) images in [-1, 1] at a size the model
-    takes; `positions` their frame numbers (strictly increasing) in a `num_frames` sequence.
+    `model` is an InterpolatePipeline (a trainer samples with its EMA weights); `keys` are
+    (k, c, h, w) images in [-1, 1] at a size the model takes; `positions` their frame numbers
+    (strictly increasing) in a `num_frames` sequence.
     steps, guidance (text classifier-free guidance scale), sampler, window (frames per network
     run) and context (known frames carried into the next window) default to the model's.
     `fps` is the frame rate of the sequence (for frame-rate conditioned models). `callback` gets
     the sampler's per-step dict plus "window" and "windows". `init` ("noise" or "flow") and
     `init_sigma` choose where sampling starts (model defaults: sample_init, sample_init_sigma);
-    `motion` False ignores the model's motion prior (flow init then uses parabolic paths).
+    `motion` False ignores the pipeline's motion prior plug-in (flow init then uses parabolic
+    paths).
     """
     frames = interpolate_frames(
         model, keys, positions, num_frames, steps, guidance, seed, sampler, prompt, fps,

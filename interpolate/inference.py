@@ -1,6 +1,6 @@
 """The interpolation model's sampling steps: frames to latents and back, the text conditions, and
 one window of frames drawn around its known ones. Plain functions whose first argument is the
-InterpolateModule, which has them as methods; interpolate.inbetween strings the windows together.
+InterpolateModel, which has them as methods; interpolate.inbetween strings the windows together.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from einops import rearrange
 
 from interpolate.flow import check_init
 from keyframe.errors import UserError
-from keyframe.inference import eval_mode, float32_io, sampling_defaults
+from keyframe.inference import eval_mode, float32_io
 from keyframe.sampling import Callback, cfg_denoiser
 from keyframe.sampling import sample as run_sampler
-from keyframe.sampling_options import with_defaults
+from keyframe.sampling_options import sampling_defaults, with_defaults
 
 if TYPE_CHECKING:
-    from interpolate.module import InterpolateModule
+    from interpolate.model import InterpolateModel
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def check_frame_size(model: InterpolateModule, height: int, width: int) -> None:
+def check_frame_size(model: InterpolateModel, height: int, width: int) -> None:
     """A UserError unless both sides are positive multiples of the model's `size_multiple`."""
     m = model.size_multiple
     if min(height, width) < 1 or height % m or width % m:
@@ -32,7 +32,7 @@ def check_frame_size(model: InterpolateModule, height: int, width: int) -> None:
 
 
 @torch.no_grad()
-def encode_frames(model: InterpolateModule, frames: torch.Tensor) -> torch.Tensor:
+def encode_frames(model: InterpolateModel, frames: torch.Tensor) -> torch.Tensor:
     """(n, c, H, W) images in [-1, 1] -> (n, latent, h, w) latents on the model's device."""
     check_frame_size(model, *frames.shape[-2:])
     ae = model.autoencoder
@@ -40,25 +40,25 @@ def encode_frames(model: InterpolateModule, frames: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def decode_frames(model: InterpolateModule, latents: torch.Tensor) -> torch.Tensor:
+def decode_frames(model: InterpolateModel, latents: torch.Tensor) -> torch.Tensor:
     """(n, latent, h, w) -> (n, c, H, W) float images in [-1, 1] on the CPU."""
     return model.autoencoder.decode(latents).float().clamp(-1, 1).cpu()
 
 
 @torch.no_grad()
 def sampling_conditions(
-    model: InterpolateModule, prompt: str | None = None, guidance: float | None = None
+    model: InterpolateModel, prompt: str | None = None, guidance: float | None = None
 ) -> dict[str, Any]:
     """Text conditioning for sampling: {"cond", "uncond", "guidance"}, encoded once and
     shared by every window. Without a text model a prompt is refused."""
-    guidance = with_defaults(sampling_defaults(model), guidance=guidance)["guidance"]
+    guidance = with_defaults(sampling_defaults(model.config), guidance=guidance)["guidance"]
     if model.text is None:
         if prompt:
             raise UserError("prompt: this interpolation model has no text conditioning")
         return {"cond": {}, "uncond": None, "guidance": 1.0}
     if prompt is not None and not isinstance(prompt, str):
         raise UserError(f"prompt: expected text, got {type(prompt).__name__}")
-    both = model.encode_text(["", prompt or ""], ema=True)
+    both = model.encode_text(["", prompt or ""])
     uncond = {k: v[:1] for k, v in both.items()}
     cond = {k: v[1:] for k, v in both.items()}
     if not prompt or guidance == 1:
@@ -68,7 +68,7 @@ def sampling_conditions(
 
 @torch.no_grad()
 def sample_window(
-    model: InterpolateModule,
+    model: InterpolateModel,
     latents: Sequence[torch.Tensor | None],
     known: Sequence[bool],
     conditions: Mapping[str, Any],
@@ -86,7 +86,7 @@ def sample_window(
     `init` (f, c, h, w): latents to refine from noise level `init_sigma` (SDEdit) instead of
     drawing the unknown frames from pure noise."""
     # 1. Fill in the defaults (the caller checked what it was given: check_sampling_options).
-    chosen = with_defaults(sampling_defaults(model), steps=steps, sampler=sampler)
+    chosen = with_defaults(sampling_defaults(model.config), steps=steps, sampler=sampler)
     steps, sampler = chosen["steps"], chosen["sampler"]
     # 2. The window as the network takes it, and the denoiser that keeps the known frames.
     known_latents, mask, extra = _window_inputs(model, latents, known, fps)
@@ -103,7 +103,7 @@ def sample_window(
 
 
 def _window_inputs(
-    model: InterpolateModule,
+    model: InterpolateModel,
     latents: Sequence[torch.Tensor | None],
     known: Sequence[bool],
     fps: float | None,
@@ -111,7 +111,7 @@ def _window_inputs(
     """The known latents (1, c, f, h, w), zeros where unknown; the mask (1, 1, f, 1, 1) bool
     (True = known); and the network's frame conditioning {known, mask, fps} (fps None without
     fps conditioning; default sample_fps)."""
-    hp, device = model.hparams, model.device
+    hp, device = model.config, model.device
     reference = next(z for z in latents if z is not None)
     frames = [
         z.to(device).float() if k else torch.zeros_like(reference, device=device).float()
@@ -129,15 +129,15 @@ def _window_inputs(
 
 
 def _window_denoiser(
-    model: InterpolateModule,
+    model: InterpolateModel,
     conditions: Mapping[str, Any],
     extra: Mapping[str, torch.Tensor | None],
     known_latents: torch.Tensor,
     mask: torch.Tensor,
 ) -> Denoise:
-    """The EMA denoiser with the window's conditioning (guided when `conditions` has an uncond)
+    """The model's denoiser with the window's conditioning (guided when `conditions` has an uncond)
     whose output keeps the known frames exactly."""
-    raw = float32_io(model.sampling_denoiser())
+    raw = float32_io(model.denoiser)
     cond = {**conditions["cond"], **extra}
     if conditions["uncond"] is not None:
         uncond = {**conditions["uncond"], **extra}

@@ -15,6 +15,12 @@ from keyframe.init_weights import find_prefix, load_sub_state, read_state, sub_s
 if TYPE_CHECKING:
     from interpolate.module import InterpolateModule
 
+_INTERPOLATION_PREFIXES = (  # (network, text tower) in a checkpoint or folder
+    ("model.denoiser.net.", "model.text."),  # a trainer's checkpoint
+    ("denoiser.net.", "text."),  # a trainer's checkpoint from before the model/trainer split
+    ("net.", "text."),  # an exported folder
+)
+
 
 @torch.no_grad()
 def load_keyframe_weights(model: InterpolateModule, path: str) -> dict[str, list[str]]:
@@ -24,9 +30,9 @@ def load_keyframe_weights(model: InterpolateModule, path: str) -> dict[str, list
     and the known-latent and mask channels start at zero. Returns what was missing."""
     state = read_state(path)
     if any("temporal" in k for k in state):  # an interpolation checkpoint or exported folder
-        for net_prefix in ("denoiser.net.", "net."):
+        for net_prefix, text_prefix in _INTERPOLATION_PREFIXES:
             if net_prefix + "unet.conv_in.weight" in state:
-                return load_interpolation_weights(model, state, path, net_prefix)
+                return load_interpolation_weights(model, state, path, net_prefix, text_prefix)
     prefix = find_prefix(state, ("conv_in.weight", "time_embed.0.weight", "conv_out.weight"))
     if prefix is None:
         raise UserError(f"model.init_from: {path}: no keyframe U-Net weights found")
@@ -55,12 +61,12 @@ def load_keyframe_weights(model: InterpolateModule, path: str) -> dict[str, list
 
 
 def load_interpolation_weights(
-    model: InterpolateModule, state: dict, path: str, net_prefix: str
+    model: InterpolateModule, state: dict, path: str, net_prefix: str, text_prefix: str
 ) -> dict[str, list[str]]:
     """Fine-tuning: every weight from an InterpolateModule checkpoint (its live weights, not
     the lagging EMA) or exported folder (its EMA weights), so a run can continue with other
     settings (lr, mask mix, noise)."""
-    parts = {net_prefix: model.denoiser.net, "text.": model.text}
+    parts = {net_prefix: model.denoiser.net, text_prefix: model.text}
     for prefix, target in parts.items():
         if target is None:
             continue

@@ -1,12 +1,11 @@
-"""The interpolation stage as a LightningModule: frame-conditioned video diffusion in latent space.
+"""The interpolation stage's trainer: a thin LightningModule around an InterpolateModel.
 
-Built from plain arguments (the `model:` keys of configs/interpolate/*.yaml): a frozen frame
-autoencoder, the keyframe U-Net inflated with temporal layers (`VideoUNet`), an optional text
-encoder and frame-rate conditioning. Each training clip gets a random mask of known frames
-(`interpolate.masks`); the EDM loss counts the unknown frames only. An EMA copy of the trained
-weights is what validation, sampling and `save_pretrained` use. `init_from` starts the spatial
-layers from a trained keyframe model (interpolate.init_weights); the network and its checks are
-interpolate.network, sampling is interpolate.inference.
+Built from plain arguments (the `model:` keys of configs/interpolate/*.yaml): the network's
+(InterpolateConfig) and the training options. Each training clip gets a random mask of known
+frames (`interpolate.masks`); the EDM loss counts the unknown frames only. An EMA copy of the
+trained weights is what validation, `pipeline()` and a saved folder use. `init_from` starts the
+spatial layers from a trained keyframe model (interpolate.init_weights). Inference is
+interpolate.pipeline's; the `interpolate` kind's saver and loader are at the end.
 """
 
 from __future__ import annotations
@@ -21,26 +20,23 @@ import lightning as L
 import torch
 from torch import nn
 
-from interpolate import inference, init_weights
+from interpolate import init_weights
 from interpolate.masks import draw_mask
-from interpolate.motion import FOLDER, MotionPrior, model_prior
-from interpolate.network import check_interpolate_options, video_unet
+from interpolate.model import InterpolateConfig, InterpolateModel
+from interpolate.motion import FOLDER, model_prior
+from interpolate.network import check_interpolate_options
+from interpolate.pipeline import InterpolatePipeline
 from keyframe import hub, pretrained
 from keyframe import latents as latent_cache
 from keyframe.autoencoder_files import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
 from keyframe.latents import latent_batch
-from keyframe.stage import (
-    adamw_with_warmup,
-    ema_copies,
-    lerp_ema,
-    stage_autoencoder,
-    text_encoder,
-)
+from keyframe.stage import adamw_with_warmup, ema_copies, lerp_ema
 
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+_MOVED_PARTS = ("autoencoder.", "text.", "denoiser.")  # under "model." since the model split
 
 
 class InterpolateModule(L.LightningModule):
@@ -58,11 +54,8 @@ class InterpolateModule(L.LightningModule):
     carried from one window into the next); `sample_init` "flow" starts the unknown frames from
     flow in-betweens along motion paths through the keys (interpolate.paths), noised to
     `sample_init_sigma`, instead of pure noise (see interpolate.inbetween). A pretrained folder
-    with a `motion/` prior (interpolate.motion) gives it as `motion_prior`: the paths flow init
-    moves pixels along.
+    with a `motion/` prior (interpolate.motion) hands it to its pipeline as `motion_prior`.
     """
-
-    motion_prior: MotionPrior | None = None
 
     def __init__(
         self,
@@ -113,20 +106,32 @@ class InterpolateModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.mask_weights = check_interpolate_options(self.hparams)
-        self.autoencoder, self.size_multiple = stage_autoencoder(
-            autoencoder, image_size, channel_mult
-        )
-        self.text = text_encoder(self.hparams) if text_conditioning else None
-        net = video_unet(self.hparams, self.autoencoder.latent_channels, self.text)
-        self.denoiser = Denoiser(net, sigma_data)
-        self.ema_net, self.ema_text = ema_copies(net, self.text) if ema_decay > 0 else (None, None)
+        self.model = InterpolateModel(InterpolateConfig.from_dict(self.hparams))
+        net, text = self.model.denoiser.net, self.model.text
+        self.ema_net, self.ema_text = ema_copies(net, text) if ema_decay > 0 else (None, None)
         self._initialised = init_from is None
 
     # ---- pieces other code uses ---------------------------------------------------------------
 
     @property
+    def autoencoder(self):
+        return self.model.autoencoder
+
+    @property
+    def text(self):
+        return self.model.text
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return self.model.denoiser
+
+    @property
     def latent_channels(self) -> int:
-        return self.autoencoder.latent_channels
+        return self.model.latent_channels
+
+    @property
+    def size_multiple(self) -> int:
+        return self.model.size_multiple
 
     def _make_ema(self) -> None:
         """(Re)start the EMA copies from the live weights."""
@@ -147,20 +152,24 @@ class InterpolateModule(L.LightningModule):
             params += list(self.text.parameters())
         return params
 
-    def encode_text(self, prompts: Sequence[str], ema: bool = False) -> dict[str, torch.Tensor]:
-        """Cross-attention conditioning {context, context_mask, pooled}; {} without text."""
-        if self.text is None:
-            return {}
-        text = self.ema_text if ema and self.ema_text is not None else self.text
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not text.frozen and not ema):
-            tokens, pooled, mask = text(list(prompts))
-        return {"context": tokens, "context_mask": mask, "pooled": pooled}
+    def sampling_model(self) -> InterpolateModel:
+        """The model with the EMA weights (the trained ones where EMA is off), sharing them."""
+        if self.ema_net is None and self.ema_text is None:
+            return self.model
+        return InterpolateModel.from_parts(
+            self.model.config,
+            self.model.autoencoder,
+            self.ema_text if self.ema_text is not None else self.model.text,
+            self.ema_net if self.ema_net is not None else self.model.denoiser.net,
+        )
 
     def sampling_denoiser(self) -> Denoiser:
         """The Denoiser with the EMA network (the trained one if EMA is off)."""
-        if self.ema_net is None:
-            return self.denoiser
-        return Denoiser(self.ema_net, self.hparams.sigma_data)
+        return self.sampling_model().denoiser
+
+    def pipeline(self) -> InterpolatePipeline:
+        """An InterpolatePipeline on the EMA weights (shared, not copied), no motion prior."""
+        return InterpolatePipeline(self.sampling_model())
 
     # ---- initialising from a keyframe model ---------------------------------------------------
 
@@ -239,7 +248,7 @@ class InterpolateModule(L.LightningModule):
         cond = {}
         if self.text is not None:
             prompts = drop_conditioning(list(batch["caption"]), self.hparams.cond_drop_rate)
-            cond = self.encode_text(prompts)
+            cond = self.model.encode_text(prompts)
         sigma = sample_training_sigmas(
             n, self.hparams.p_mean, self.hparams.p_std, device=latents.device
         )
@@ -268,13 +277,19 @@ class InterpolateModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["autoencoder_config"] = autoencoder_record(self.autoencoder)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before the network moved into `model` name its parts at the top.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(_MOVED_PARTS)]:
+            state["model." + key] = state.pop(key)
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         generator = torch.Generator().manual_seed(VAL_SEED + batch_idx)
         latents, mask = self.masked_batch(batch, batch["video"].shape[2], generator)
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
-        cond = self.encode_text(batch["caption"], ema=True) if self.text is not None else {}
-        denoiser = self.sampling_denoiser()
+        sampling = self.sampling_model()
+        cond, denoiser = sampling.encode_text(batch["caption"]), sampling.denoiser
         losses = []
         for sigma in VAL_SIGMAS:
             level = torch.full((n,), sigma, device=latents.device)
@@ -285,32 +300,15 @@ class InterpolateModule(L.LightningModule):
             "val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=n, sync_dist=True
         )
 
-    # ---- sampling (used by interpolate.inbetween): interpolate.inference's functions, with the
-    # module as their first argument
-
-    check_frame_size = inference.check_frame_size
-    encode_frames = inference.encode_frames
-    decode_frames = inference.decode_frames
-    sampling_conditions = inference.sampling_conditions
-    sample_window = inference.sample_window
-
-    # ---- saving and loading (keyframe.hub: the `interpolate` kind) ------------------------------
+    # ---- saving (keyframe.hub: the `interpolate` kind) -------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, **options: Any) -> Path:
         """`hub.save_pretrained(self, directory, **options)`; options: see `save_interpolate`."""
         return save_interpolate(self, directory, **options)
 
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
-    ) -> InterpolateModule:
-        """`hub.from_pretrained(name_or_path, kind="interpolate", device=device)`: a folder,
-        a training .ckpt or a name shipped in interpolate/weights/ (see `load_interpolate`)."""
-        return hub.from_pretrained(name_or_path, "interpolate", device)
-
 
 def save_interpolate(
-    module: InterpolateModule,
+    model: InterpolatePipeline | InterpolateModule,
     directory: str | os.PathLike,
     fp16: bool = True,
     overwrite: bool = False,
@@ -320,27 +318,27 @@ def save_interpolate(
     """The `interpolate` kind's saver: the keyframe stage's layout (keyframe/pretrained.py):
     `model.safetensors` (EMA network as `net.*`, text tower as `text.*`, autoencoder as
     `autoencoder.*` unless `shared_autoencoder` names the shipped keyframe model it comes from;
-    fp16 if asked, int8 weight matrices if `int8`), `config.json`, and the motion prior (if
-    any) in `motion/`; atomically."""
-    names = inspect.signature(InterpolateModule).parameters
-    hparams = {k: v for k, v in module.hparams.items() if k in names}
+    fp16 if asked, int8 weight matrices if `int8`), `config.json`, and a pipeline's motion prior
+    (if any) in `motion/`; atomically. A trainer saves its EMA weights and hyperparameters."""
+    if isinstance(model, InterpolateModule):
+        names = inspect.signature(InterpolateModule).parameters
+        hparams = {k: v for k, v in model.hparams.items() if k in names}
+        model = model.pipeline()
+    else:
+        hparams = model.config.to_dict()
     written = pretrained.write_pretrained(
-        directory, module, "InterpolateModule", hparams, fp16, overwrite, shared_autoencoder, int8
-    )
-    if module.motion_prior is not None:
-        hub.save_pretrained(module.motion_prior, written / FOLDER, fp16=fp16, overwrite=overwrite)
+        directory, model.model, "InterpolateModule", hparams, fp16, overwrite, shared_autoencoder,
+        int8,
+    )  # fmt: skip
+    if model.motion_prior is not None:
+        hub.save_pretrained(model.motion_prior, written / FOLDER, fp16=fp16, overwrite=overwrite)
     return written
 
 
-def load_interpolate(path: Path, device: str | torch.device = "cpu") -> InterpolateModule:
-    """The `interpolate` kind's loader: a model ready to sample from a folder or a training
-    .ckpt; on `device`, in eval mode, float32, the EMA weights as its only weights. Nothing is
-    read from the files it was trained with (no keyframe init, no text checkpoint; the
-    autoencoder from its record); a folder's `motion/` prior becomes `motion_prior`."""
-    model = pretrained.load_pretrained(
-        InterpolateModule, path, device, ema_decay=0.0, text_pretrained=None, init_from=None
+def load_interpolate(path: Path, device: str | torch.device = "cpu") -> InterpolatePipeline:
+    """The `interpolate` kind's loader: an InterpolatePipeline from a folder or a training .ckpt
+    (keyframe.pretrained.load_stage); a folder's `motion/` prior is its `motion_prior` plug-in."""
+    model = pretrained.load_stage(
+        path, InterpolateModule, InterpolateConfig, InterpolateModel, device
     )
-    if path.is_dir():
-        # Not a submodule: the prior ships in its own folder and stays out of state_dict.
-        object.__setattr__(model, "motion_prior", model_prior(path))
-    return model
+    return InterpolatePipeline(model, model_prior(path) if path.is_dir() else None)

@@ -10,8 +10,8 @@ from interpolate.flow import check_init
 from interpolate.masks import check_weights
 from interpolate.temporal import VideoUNet
 from keyframe.errors import UserError
-from keyframe.inference import check_sampling_options
 from keyframe.network import unet_arguments
+from keyframe.sampling_options import check_sampling_options
 from keyframe.stage import check_training_options
 from keyframe.text import TextEncoder
 

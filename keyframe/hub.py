@@ -68,7 +68,7 @@ def register(kind: Kind) -> None:
 register(
     Kind(
         "keyframe",
-        cls="keyframe.module:KeyframeModule",
+        cls=("keyframe.pipeline:KeyframePipeline", "keyframe.module:KeyframeModule"),
         load="keyframe.pretrained:load_keyframe",
         save="keyframe.pretrained:save_keyframe",
         shipped_dir="keyframe.pretrained:SHIPPED_DIR",

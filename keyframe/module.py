@@ -1,10 +1,10 @@
-"""The keyframe stage as a LightningModule: text-conditioned image diffusion in a latent space.
+"""The keyframe stage's trainer: a thin LightningModule around a KeyframeModel.
 
-Built from plain arguments (the `model:` keys of configs/keyframe/*.yaml): a frozen frame
-autoencoder, a text encoder, and a U-Net inside the EDM `Denoiser`. Training uses EDM's loss with
-log-normal noise levels and drops prompts to "" for classifier-free guidance; an EMA copy of the
-trained weights (the U-Net, and the text tower when it trains) is what validation and `sample` use.
-The pieces it is built from are keyframe.stage and keyframe.network; sampling is keyframe.inference.
+Built from plain arguments (the `model:` keys of configs/keyframe/*.yaml): the network's
+(KeyframeConfig) and the training options. Training uses EDM's loss with log-normal noise levels
+and drops prompts to "" for classifier-free guidance; an EMA copy of the trained weights (the
+U-Net, and the text tower when it trains) is what validation samples with and what `pipeline()`
+and a saved model folder hold. Inference is keyframe.pipeline's, not this module's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import lightning as L
 import torch
 from torch import nn
 
-from keyframe import inference
 from keyframe import latents as latent_cache
 from keyframe.autoencoder_files import autoencoder_record
 from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
@@ -26,29 +25,19 @@ from keyframe.errors import UserError
 from keyframe.files import atomic_path
 from keyframe.init_weights import find_prefix, load_sub_state, read_state
 from keyframe.latents import latent_batch
-from keyframe.network import check_keyframe_options, keyframe_unet
-from keyframe.stage import (
-    adamw_with_warmup,
-    ema_copies,
-    lerp_ema,
-    stage_autoencoder,
-    text_encoder,
-)
+from keyframe.model import KeyframeConfig, KeyframeModel
+from keyframe.network import check_keyframe_options
+from keyframe.pipeline import KeyframePipeline
+from keyframe.stage import adamw_with_warmup, ema_copies, lerp_ema
 from keyframe.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary, words_of
 
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0  # validation noise and sample grids use fixed seeds, so runs compare step to step
-
-
-def words_only(mask: torch.Tensor) -> torch.Tensor:
-    """A context mask (b, L) bool, True from the start token to the end token, with those two
-    set False: only the words remain (none for the empty prompt)."""
-    mask = mask.clone()
-    ends = mask.sum(dim=1) - 1
-    rows = torch.arange(len(mask), device=mask.device)
-    mask[rows, ends.clamp(min=0)] = False
-    mask[:, 0] = False
-    return mask
+_MOVED_PARTS = (
+    "autoencoder.",
+    "text.",
+    "denoiser.",
+)  # under "model." since the model/trainer split
 
 
 class KeyframeModule(L.LightningModule):
@@ -112,13 +101,9 @@ class KeyframeModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         check_keyframe_options(self.hparams)
-        self.autoencoder, self.size_multiple = stage_autoencoder(
-            autoencoder, image_size, channel_mult
-        )
-        self.text = text_encoder(self.hparams)
-        net = keyframe_unet(self.hparams, self.autoencoder.latent_channels, self.text)
-        self.denoiser = Denoiser(net, sigma_data)
-        self.ema_net, self.ema_text = ema_copies(net, self.text) if ema_decay > 0 else (None, None)
+        self.model = KeyframeModel(KeyframeConfig.from_dict(self.hparams))
+        net, text = self.model.denoiser.net, self.model.text
+        self.ema_net, self.ema_text = ema_copies(net, text) if ema_decay > 0 else (None, None)
         self._initialised = False
         self.trained_words: set[str] = set()  # words of the captions trained on
         self.trained_subjects: set[str] | None = None  # subjects the init_from model recorded
@@ -126,8 +111,24 @@ class KeyframeModule(L.LightningModule):
     # ---- pieces other code uses ---------------------------------------------------------------
 
     @property
+    def autoencoder(self):
+        return self.model.autoencoder
+
+    @property
+    def text(self):
+        return self.model.text
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return self.model.denoiser
+
+    @property
     def latent_channels(self) -> int:
-        return self.autoencoder.latent_channels
+        return self.model.latent_channels
+
+    @property
+    def size_multiple(self) -> int:
+        return self.model.size_multiple
 
     def train(self, mode: bool = True) -> KeyframeModule:
         """The frozen autoencoder and the EMA copies stay in eval mode."""
@@ -144,21 +145,31 @@ class KeyframeModule(L.LightningModule):
             params += list(self.text.parameters())
         return params
 
-    def encode_text(self, prompts: Sequence[str], ema: bool = False) -> dict[str, torch.Tensor]:
-        """U-Net conditioning for prompts: {context, context_mask, pooled}; `ema` uses the EMA
-        text tower when there is one."""
-        text = self.ema_text if ema and self.ema_text is not None else self.text
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not text.frozen and not ema):
-            tokens, pooled, mask = text(list(prompts))
-        if self.hparams.cross_attend_words:
-            mask = words_only(mask)
-        return {"context": tokens, "context_mask": mask, "pooled": pooled}
+    def sampling_model(self) -> KeyframeModel:
+        """The model with the EMA weights (the trained ones where EMA is off), sharing them."""
+        if self.ema_net is None and self.ema_text is None:
+            return self.model
+        return KeyframeModel.from_parts(
+            self.model.config,
+            self.model.autoencoder,
+            self.ema_text if self.ema_text is not None else self.model.text,
+            self.ema_net if self.ema_net is not None else self.model.denoiser.net,
+        )
 
     def sampling_denoiser(self) -> Denoiser:
         """The Denoiser with the EMA U-Net (the trained one if EMA is off)."""
-        if self.ema_net is None:
-            return self.denoiser
-        return Denoiser(self.ema_net, self.hparams.sigma_data)
+        return self.sampling_model().denoiser
+
+    def pipeline(self) -> KeyframePipeline:
+        """A KeyframePipeline on the EMA weights (shared, not copied): how validation samples."""
+        return KeyframePipeline(self.sampling_model())
+
+    def sample(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """`self.pipeline()(...)`: see KeyframePipeline.__call__."""
+        return self.pipeline()(*args, **kwargs)
+
+    def latent_size(self, size: int | Sequence[int] | None = None) -> tuple[int, int]:
+        return self.model.latent_size(size)
 
     # ---- training -----------------------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class KeyframeModule(L.LightningModule):
         for caption in batch["caption"]:
             self.trained_words.update(words_of(caption))
         prompts = drop_conditioning(list(batch["caption"]), self.hparams.cond_drop_rate)
-        cond = self.encode_text(prompts)
+        cond = self.model.encode_text(prompts)
         if self.hparams.pooled_drop_rate > 0:
             pooled = cond["pooled"]
             keep = torch.rand(len(pooled), device=pooled.device) >= self.hparams.pooled_drop_rate
@@ -264,6 +275,10 @@ class KeyframeModule(L.LightningModule):
             checkpoint["vocabulary"] = vocabulary.to_json("captions trained on")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before the network moved into `model` name its parts at the top.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(_MOVED_PARTS)]:
+            state["model." + key] = state.pop(key)
         # Resuming: the words trained on before (the run's init_from model's among them).
         record = checkpoint.get("vocabulary")
         if record is not None:
@@ -277,8 +292,9 @@ class KeyframeModule(L.LightningModule):
         n = len(latents)
         generator = torch.Generator().manual_seed(VAL_SEED + batch_idx)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
-        denoiser = self.sampling_denoiser()
-        cond = self.encode_text(batch["caption"], ema=True)
+        sampling = self.sampling_model()
+        denoiser = sampling.denoiser
+        cond = sampling.encode_text(batch["caption"])
         losses = []
         for sigma in VAL_SIGMAS:
             level = torch.full((n,), sigma, device=latents.device)
@@ -310,12 +326,6 @@ class KeyframeModule(L.LightningModule):
             logger.log_image("val/samples", [grid], step=step, caption=["; ".join(prompts)])
         elif log_dir:
             _write_png(Path(log_dir) / "samples" / f"step_{step:07d}.png", grid)
-
-    # ---- sampling: keyframe.inference's functions, with the module as their first argument ---
-
-    latent_size = inference.latent_size
-    sample = inference.sample
-    _place = inference.place_subjects
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from keyframe.errors import UserError
-from keyframe.inference import check_sampling_options
+from keyframe.sampling_options import check_sampling_options
 from keyframe.stage import check_training_options
 from keyframe.text import TextEncoder
 from keyframe.unet import UNet

@@ -30,8 +30,9 @@ from keyframe.autoencoder_files import (
 )
 from keyframe.errors import UserError
 from keyframe.files import load_checkpoint
+from keyframe.model import KeyframeConfig, KeyframeModel
 from keyframe.module import KeyframeModule
-from keyframe.stage import prebuilt_autoencoder
+from keyframe.pipeline import KeyframePipeline
 
 WEIGHTS_NAME, CONFIG_NAME = hub.WEIGHTS_NAME, hub.CONFIG_NAME
 FORMAT_VERSION = 1
@@ -44,14 +45,16 @@ _CLASSES = {kind: model for model, kind in _KINDS.items()}
 
 
 def sampling_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The weights sampling needs, from a KeyframeModule state dict: `net.*` (the EMA U-Net when
-    there is one), `text.*` (the EMA text tower when there is one) and `autoencoder.*`."""
+    """The weights sampling needs, from a stage module's or model's state dict: `net.*` (the EMA
+    U-Net when there is one), `text.*` (the EMA text tower when there is one) and
+    `autoencoder.*`. A KeyframeModule keeps its network under `model.`."""
+    base = "model." if any(k.startswith("model.denoiser.") for k in state) else ""
     ema_net = any(k.startswith("ema_net.") for k in state)
     ema_text = any(k.startswith("ema_text.") for k in state)
     sources = {
-        "net.": "ema_net." if ema_net else "denoiser.net.",
-        "text.": "ema_text." if ema_text else "text.",
-        "autoencoder.": "autoencoder.",
+        "net.": "ema_net." if ema_net else base + "denoiser.net.",
+        "text.": "ema_text." if ema_text else base + "text.",
+        "autoencoder.": base + "autoencoder.",
     }
     out = {}
     for target, source in sources.items():
@@ -62,7 +65,7 @@ def sampling_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def save_keyframe(
-    module: KeyframeModule,
+    model: KeyframePipeline | KeyframeModule,
     directory: str | os.PathLike,
     fp16: bool = True,
     overwrite: bool = False,
@@ -71,9 +74,14 @@ def save_keyframe(
 ) -> Path:
     """Write `directory/model.safetensors` (sampling weights, fp16 if asked; the latent scale
     and shift stay float32) and `directory/config.json`, each atomically. Returns the directory.
-    `shared_autoencoder`, `int8`: see `write_pretrained`. The `keyframe` kind's saver."""
+    A trainer saves its EMA weights and all its hyperparameters. `shared_autoencoder`, `int8`:
+    see `write_pretrained`. The `keyframe` kind's saver."""
+    if isinstance(model, KeyframeModule):
+        hparams, model = model.hparams, model.pipeline()
+    else:
+        hparams = model.config.to_dict()
     return write_pretrained(
-        directory, module, "KeyframeModule", module.hparams, fp16, overwrite, shared_autoencoder,
+        directory, model.model, "KeyframeModule", hparams, fp16, overwrite, shared_autoencoder,
         int8,
     )  # fmt: skip
 
@@ -166,28 +174,15 @@ def model_autoencoder(folder: Path) -> Autoencoder:
     return ae.float()
 
 
-def build_module(cls: type[M], hparams: Any, ae_record: Any, where: Path, **overrides: Any) -> M:
-    """A stage module of class `cls` with these hyperparameters (and `overrides`) for inference,
-    its autoencoder built from `ae_record` (None: an older checkpoint; read it from where it
-    was). The weights come from the checkpoint, not from the files it was trained with."""
+def _check_known(hparams: Any, names: set[str], where: Path) -> None:
+    """UserError unless `hparams` is a mapping of names among `names` (or private ones)."""
     if not isinstance(hparams, Mapping):
         raise UserError(f"{where}: no hyperparameters found")
-    names = set(inspect.signature(cls).parameters)
     unknown = sorted(k for k in hparams if k not in names and not k.startswith("_"))
     if unknown:
         raise UserError(
             f"{where}: unknown hyperparameters {', '.join(unknown)} (written by another version?)"
         )
-    kwargs = {k: v for k, v in hparams.items() if k in names}
-    kwargs.update(overrides)
-    ae = build_autoencoder(ae_record, where) if ae_record is not None else None
-    try:
-        if ae is None:
-            return cls(**kwargs)
-        with prebuilt_autoencoder(ae):
-            return cls(**kwargs)
-    except TypeError as err:
-        raise UserError(f"{where}: bad hyperparameters ({err})") from None
 
 
 def load_weights(
@@ -239,42 +234,59 @@ def read_checkpoint(path: Path, model: str) -> tuple[Any, Any, dict]:
     return hparams, ckpt.get("autoencoder_config"), sampling_state_dict(state)
 
 
-def load_pretrained(
-    cls: type[M], path: Path, device: str | torch.device = "cpu", **overrides: Any
-) -> M:
-    """A stage module of class `cls` ready to sample, from the folder or .ckpt at `path` (see
-    `resolve_model`): built with `overrides` (EMA off, nothing read from training files), the
-    sampling weights its only weights; on `device`, in eval mode, float32, gradients off."""
+def read_model(path: Path, model: str) -> tuple[Any, Any, dict]:
+    """Hyperparameters, autoencoder record and sampling weights of a `model` (a class name)
+    from a folder or a .ckpt."""
     if path.is_dir():
-        hparams, ae_record, weights = read_directory(path, cls.__name__)
-    elif path.is_file():
-        hparams, ae_record, weights = read_checkpoint(path, cls.__name__)
-    else:
-        raise UserError(f"{path}: expected a model folder or a .ckpt file")
-    module = build_module(cls, hparams, ae_record, path, **overrides)
-    parts = {"net": module.denoiser.net, "text": module.text, "autoencoder": module.autoencoder}
+        return read_directory(path, model)
+    if path.is_file():
+        return read_checkpoint(path, model)
+    raise UserError(f"{path}: expected a model folder or a .ckpt file")
+
+
+def _with_weights(model: M, ae_record: Any, weights: Mapping, path: Path) -> M:
+    """`model` (its net, text and autoencoder) holding `weights`, float32, frozen, eval mode."""
+    parts = {"net": model.denoiser.net, "text": model.text, "autoencoder": model.autoencoder}
     if isinstance(ae_record, Mapping) and ae_record.get("kind") == "shipped":
         del parts["autoencoder"]  # loaded with its weights from the shipped keyframe model
     load_weights(parts, weights, path)
     # Inference only; frozen weights also take the same attention kernels as the EMA copies a
     # training module samples with, so a checkpoint and its export draw identical images.
-    return module.requires_grad_(False).float().to(device).eval()
+    return model.requires_grad_(False).float().eval()
 
 
-def load_keyframe(path: Path, device: str | torch.device = "cpu") -> KeyframeModule:
-    """The `keyframe` kind's loader: a KeyframeModule ready to sample from a folder or .ckpt."""
-    return load_pretrained(
-        KeyframeModule, path, device, ema_decay=0.0, text_pretrained=None, init_from=None
-    )
+def load_stage(
+    path: Path, trainer: type, config_cls: type, model_cls: type[M], device: Any = "cpu"
+) -> M:
+    """A stage model (`model_cls` from `config_cls`) ready to sample, from a folder or .ckpt
+    written for `trainer` (its class): the sampling weights its only weights, float32, frozen,
+    in eval mode, on `device`. Training options among the hyperparameters are ignored; nothing
+    is read from the files it was trained with (the text tower's weights come from the file)."""
+    hparams, ae_record, weights = read_model(path, trainer.__name__)
+    _check_known(hparams, config_cls.names() | set(inspect.signature(trainer).parameters), path)
+    config = config_cls.from_dict(hparams).replace(text_pretrained=None)
+    ae = build_autoencoder(ae_record, path) if ae_record is not None else None
+    try:
+        model = model_cls(config, ae)
+    except TypeError as err:
+        raise UserError(f"{path}: bad hyperparameters ({err})") from None
+    return _with_weights(model, ae_record, weights, path).to(device)
+
+
+def load_keyframe(path: Path, device: str | torch.device = "cpu") -> KeyframePipeline:
+    """The `keyframe` kind's loader: a KeyframePipeline from a folder or .ckpt."""
+    return KeyframePipeline(load_stage(path, KeyframeModule, KeyframeConfig, KeyframeModel, device))
 
 
 def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A KeyframeModule ready to sample, from a pretrained folder, a Lightning .ckpt, or the name
+    """A KeyframePipeline ready to sample, from a pretrained folder, a Lightning .ckpt, or the name
     of a shipped model; on `device`, in eval mode, float32, with gradients off. The same as
     `hub.from_pretrained(name_or_path, kind="keyframe", device=device)`."""
     return hub.from_pretrained(name_or_path, "keyframe", device)
 
 
-def save_pretrained(module: KeyframeModule, directory: str | os.PathLike, **options: Any) -> Path:
+def save_pretrained(
+    module: KeyframePipeline | KeyframeModule, directory: str | os.PathLike, **options: Any
+) -> Path:
     """`hub.save_pretrained(module, directory, **options)`; options: see `save_keyframe`."""
     return hub.save_pretrained(module, directory, **options)

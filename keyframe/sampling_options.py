@@ -4,8 +4,9 @@ one place a value left out (None) becomes the model's own default.
 Every entry point runs `check_sampling_options` first, before any model loads: the CLI commands
 (with prefix "--"), shot lists (with the file and line in front), `tween()`, `storyboard()`,
 `render()`, and the models' own sampling functions for direct callers. Defaults live in each
-model's config only (`sampling_defaults` of the model: keyframe.inference, DiffusersModel,
-GeneralInterpolator), filled in by `with_defaults`. No torch here: shot lists import it.
+model's config only (`sampling_defaults` of the model's settings: KeyframePipeline,
+InterpolateModule, DiffusersModel, GeneralInterpolator), filled in by `with_defaults`. No torch
+here: shot lists import it.
 """
 
 from __future__ import annotations
@@ -49,3 +50,13 @@ def with_defaults(defaults: Mapping[str, Any], **options: Any) -> dict[str, Any]
     """`options` with each None replaced by the model's own value from `defaults` (a model's
     `sampling_defaults`), in the order given."""
     return {name: defaults[name] if value is None else value for name, value in options.items()}
+
+
+def sampling_defaults(settings: Any) -> dict[str, Any]:
+    """A diffusion model's own steps, guidance and sampler: the `sample_*` attributes of its
+    settings (a KeyframeConfig, an InterpolateModule's hparams), the one default of each."""
+    return {
+        "steps": settings.sample_steps,
+        "guidance": settings.sample_guidance,
+        "sampler": settings.sample_sampler,
+    }

@@ -14,6 +14,7 @@ from torch import nn
 
 from keyframe.autoencoder import Autoencoder
 from keyframe.autoencoder_files import load_autoencoder
+from keyframe.diffusion import Denoiser
 from keyframe.errors import UserError
 from keyframe.text import TextEncoder
 
@@ -35,12 +36,12 @@ def prebuilt_autoencoder(autoencoder: Autoencoder) -> Iterator[None]:
 
 
 def stage_autoencoder(
-    name: str, image_size: int, channel_mult: Sequence[int]
+    name: str, image_size: int, channel_mult: Sequence[int], given: Autoencoder | None = None
 ) -> tuple[Autoencoder, int]:
-    """A stage module's frozen autoencoder (the one of `prebuilt_autoencoder`, else loaded from
-    `name`) and the size images must be multiples of (its factor times the U-Net's
+    """A stage's frozen autoencoder (`given`, else the one of `prebuilt_autoencoder`, else loaded
+    from `name`) and the size images must be multiples of (its factor times the U-Net's
     downsamplings); a UserError unless `image_size` is one."""
-    ae = _prebuilt.get()
+    ae = given if given is not None else _prebuilt.get()
     ae = load_autoencoder(name) if ae is None else ae
     ae.requires_grad_(False).eval()
     size_multiple = ae.factor * 2 ** (len(channel_mult) - 1)
@@ -123,3 +124,21 @@ def lerp_ema(pairs: Iterable[tuple[nn.Module | None, nn.Module | None]], weight:
         )
         for ema_buffer, buffer in zip(ema.buffers(), live.buffers(), strict=True):
             ema_buffer.copy_(buffer)
+
+
+def run_text(text: TextEncoder, prompts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    """(tokens, pooled, mask) of `text` for prompts, with gradients only where the tower trains
+    (not frozen, not an EMA copy or a loaded model, whose weights need no gradient)."""
+    frozen = text.frozen or not any(p.requires_grad for p in text.parameters())
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        return text(list(prompts))
+
+
+def assemble(model: nn.Module, config: Any, autoencoder: Autoencoder, text, net: nn.Module):
+    """`model` (a stage model made with cls.__new__) made of existing parts, not copies: how a
+    trainer's EMA weights become a model to sample with."""
+    nn.Module.__init__(model)
+    model.config, model.autoencoder, model.text = config, autoencoder, text
+    model.size_multiple = autoencoder.factor * 2 ** (len(config.channel_mult) - 1)
+    model.denoiser = Denoiser(net, config.sigma_data)
+    return model

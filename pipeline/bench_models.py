@@ -105,7 +105,7 @@ def keyframe_inputs(module, images: int) -> tuple[torch.Tensor, torch.Tensor, di
     x = torch.randn(2 * images, module.latent_channels, h, w)
     sigma = torch.full((2 * images,), 1.0)
     with torch.no_grad():
-        cond = module.encode_text([""] * images + [PROMPT] * images, ema=True)
+        cond = module.sampling_model().encode_text([""] * images + [PROMPT] * images)
     return x, sigma, cond
 
 
@@ -120,7 +120,7 @@ def tween_inputs(module, frames: int) -> tuple[torch.Tensor, torch.Tensor, dict]
         cond["fps"] = torch.tensor([24.0])
     if module.text is not None:
         with torch.no_grad():
-            cond.update(module.encode_text([CLIP_PROMPT], ema=True))
+            cond.update(module.sampling_model().encode_text([CLIP_PROMPT]))
     return x, torch.tensor([1.0]), cond
 
 

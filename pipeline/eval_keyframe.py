@@ -152,27 +152,26 @@ def keyframe_model(
     size: int = 64,
     device: str = "cpu",
     sampler: str | None = None,
-    module=None,
+    pipe=None,
     place: bool | None = None,
 ) -> Generate:
     """The generator called `name`: "oracle" (the renderer, at `size`) or a trained keyframe
     model (a shipped name, a folder from save_pretrained, or a .ckpt), which samples at its own
-    size with one CPU generator per image, seeded by the image's seed (`module`: that model,
-    already loaded; `place`: subject placement by position words, None for the model's default)."""
+    size with one CPU generator per image, seeded by the image's seed (`pipe`: that model's
+    KeyframePipeline, already loaded; `place`: subject placement by position words, None for
+    the model's default)."""
     if name == "oracle":
         return baselines.oracle_keyframe(size)
     import torch
 
-    from keyframe.pretrained import from_pretrained
+    from keyframe.pipeline import KeyframePipeline
     from pipeline.io import to_uint8_rgb
 
-    module = from_pretrained(name, device=device) if module is None else module
+    pipe = KeyframePipeline.from_pretrained(name, device=device) if pipe is None else pipe
 
     def generate(prompts: list[str], seeds: list[int]) -> np.ndarray:
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        images = module.sample(
-            prompts, steps=steps, sampler=sampler, generator=generators, place=place
-        )
+        images = pipe(prompts, steps=steps, sampler=sampler, generator=generators, place=place)
         return np.stack([to_uint8_rgb(image) for image in images])
 
     return generate
@@ -240,22 +239,21 @@ def _sweep_keyframe(args, prompts, device, steps_list, samplers) -> dict:
     """Quality against sampling cost: the same prompts and seeds for every (sampler, steps)."""
     import time
 
-    from keyframe.inference import sampling_defaults
-    from keyframe.pretrained import from_pretrained
+    from keyframe.pipeline import KeyframePipeline
 
     if args.model in BUILTIN_KEYFRAME:
         raise UserError(f"--steps/--sampler lists: {args.model} does not sample")
-    module = from_pretrained(args.model, device=device)
+    pipe = KeyframePipeline.from_pretrained(args.model, device=device)
     rows = []
     for sampler in samplers:
         for steps in steps_list:
             generate = keyframe_model(
-                args.model, steps, args.size, device, sampler, module, place=args.place
+                args.model, steps, args.size, device, sampler, pipe, place=args.place
             )
             start = time.perf_counter()
             result = eval_keyframe(generate, prompts, args.batch_size, args.seed)
             seconds = time.perf_counter() - start
-            chosen = with_defaults(sampling_defaults(module), sampler=sampler, steps=steps)
+            chosen = with_defaults(pipe.sampling_defaults(), sampler=sampler, steps=steps)
             rows.append(
                 {
                     **chosen,

@@ -225,8 +225,9 @@ def model_tween(
     init_sigma: float | None = None,
     motion: bool = True,
 ) -> Tween:
-    """A trained InterpolateModule as a tween (keys at the model's own size); init, init_sigma
-    and motion as in interpolate.inbetween.interpolate (None: the model's defaults)."""
+    """A trained interpolation model (an InterpolatePipeline) as a tween (keys at the model's
+    own size); init, init_sigma and motion as in interpolate.inbetween.interpolate (None: the
+    model's defaults)."""
     import torch
 
     from interpolate.inbetween import interpolate

@@ -54,9 +54,9 @@ def _run_video_sets(args: argparse.Namespace) -> dict:
 
 
 def _load_tween_model(name: str, device: str):
-    from interpolate.module import InterpolateModule
+    from interpolate.pipeline import InterpolatePipeline
 
-    return InterpolateModule.from_pretrained(name, device=device)
+    return InterpolatePipeline.from_pretrained(name, device=device)
 
 
 def _clip_length(args: argparse.Namespace) -> int:
@@ -74,7 +74,7 @@ def _model_and_size(args: argparse.Namespace):
     model, size = None, 64 if args.size is None else args.size
     if args.model not in BUILTIN_TWEEN:
         model = _load_tween_model(args.model, resolve_device(args.device))
-        own = int(model.hparams.image_size)
+        own = int(model.config.image_size)
         if args.size is not None and args.size != own:
             raise UserError(f"--size {args.size}: model {args.model} makes {own} px frames")
         if own < MIN_SIZE:
@@ -88,8 +88,8 @@ def _model_tweens(args: argparse.Namespace, model) -> tuple[dict[str, Tween], tu
     baseline), with the inits, the init noise level and the motion prior used."""
     from interpolate.flow import check_init
 
-    inits = args.init or (model.hparams.sample_init,)
-    init_sigma = model.hparams.sample_init_sigma if args.init_sigma is None else args.init_sigma
+    inits = args.init or (model.config.sample_init,)
+    init_sigma = model.config.sample_init_sigma if args.init_sigma is None else args.init_sigma
     for kind in inits:
         check_init(kind, init_sigma)
     models = {

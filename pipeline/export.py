@@ -27,10 +27,10 @@ from keyframe.files import load_checkpoint
 STAGES = ("keyframe", "interpolate", "autoencoder", "motion", "general")
 
 
-def swap_decoder(module: torch.nn.Module, ae: Autoencoder, where: str) -> None:
-    """Give `module` the weights of `ae`, whose encoder and latent scale must equal its own
-    (compared as fp16, so a shipped fp16 model takes a decoder from its fp32 training run)."""
-    own = module.autoencoder
+def swap_decoder(own: Autoencoder, ae: Autoencoder, where: str) -> None:
+    """Give a model's autoencoder `own` the weights of `ae`, whose encoder and latent scale must
+    equal its own (compared as fp16, so a shipped fp16 model takes a decoder from its fp32
+    training run)."""
     if own.config() != ae.config():
         raise UserError(
             f"{where}: autoencoder config {ae.config()} differs from the model's {own.config()} "
@@ -72,7 +72,8 @@ def export(
         )
     module = hub.from_pretrained(checkpoint, stage)
     if autoencoder is not None:
-        swap_decoder(module, load_autoencoder(autoencoder), str(autoencoder))
+        model = module.model if stage == "keyframe" else module  # a KeyframePipeline's model
+        swap_decoder(model.autoencoder, load_autoencoder(autoencoder), str(autoencoder))
     # (an interpolator's motion prior goes to written/motion with it)
     written = hub.save_pretrained(
         module, out, fp16=fp16, overwrite=overwrite, shared_autoencoder=share_autoencoder,

@@ -127,23 +127,22 @@ class Backend:
 
 def _shapes_backend(args: argparse.Namespace, model_path: Path) -> Backend:
     """A trained model (shipped name, folder or .ckpt) with its sampling defaults."""
-    from keyframe.inference import sampling_defaults
-    from keyframe.pretrained import from_pretrained
+    from keyframe.pipeline import KeyframePipeline
     from keyframe.sampling_options import with_defaults
     from pipeline import io
 
-    module = from_pretrained(model_path, device=resolve_device(args.device))
-    hp = module.hparams
-    size = hp.image_size if args.size is None else args.size
-    module.latent_size(size)  # a bad size fails here, before the progress bar
+    pipe = KeyframePipeline.from_pretrained(model_path, device=resolve_device(args.device))
+    config = pipe.config
+    size = config.image_size if args.size is None else args.size
+    pipe.latent_size(size)  # a bad size fails here, before the progress bar
     settings = with_defaults(
-        sampling_defaults(module), steps=args.steps, guidance=args.guidance, sampler=args.sampler
+        pipe.sampling_defaults(), steps=args.steps, guidance=args.guidance, sampler=args.sampler
     )
-    settings["place"] = bool(hp.sample_place) if args.place is None else args.place
+    settings["place"] = bool(config.sample_place) if args.place is None else args.place
     settings["size"] = [size, size]
 
     def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:
-        images = module.sample(
+        images = pipe(
             [args.prompt] * count, negative_prompts=args.negative, steps=settings["steps"],
             guidance=settings["guidance"], sampler=settings["sampler"], seed=seed, size=size,
             callback=lambda info: callback(), place=settings["place"],

@@ -41,12 +41,12 @@ def _baseline(name: str) -> TweenFn:
 
 
 def pretrained_tween(model, name: str) -> TweenFn:
-    """A trained interpolation model (an InterpolateModule loaded from `name`) as a TweenFn."""
+    """A trained interpolation model (an InterpolatePipeline loaded from `name`) as a TweenFn."""
     import torch
 
     from interpolate.inbetween import interpolate
 
-    reads_text = model.text is not None
+    reads_text = model.config.text_conditioning
 
     def run(keys, positions, num_frames, seed, prompt=None, fps=None) -> np.ndarray:
         pixels = torch.stack([torch.from_numpy(io.from_uint8_rgb(key)) for key in keys])

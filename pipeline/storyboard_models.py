@@ -81,15 +81,15 @@ def pretrained_keyframes(name: str, width: int, height: int, device: str | None 
     from keyframe.inference import image_generators
 
     try:
-        module = hub.from_pretrained(name, "keyframe", resolve_device(device))
+        pipe = hub.from_pretrained(name, "keyframe", resolve_device(device))
     except UserError as err:
         raise UserError(f"keyframe {err}; for a preview use --keyframe-model oracle") from None
-    module.latent_size((height, width))  # a size the model cannot draw fails before any panel
+    pipe.latent_size((height, width))  # a size the model cannot draw fails before any panel
 
     def draw(prompts, negatives, seeds, steps, guidance, anchors=None, noise_share=0.0):
         if anchors is not None:
             # One batch, so every image sees its anchor; one generator per image's own seed.
-            batch = module.sample(
+            batch = pipe(
                 prompts,
                 negative_prompts=negatives,
                 steps=steps,
@@ -103,7 +103,7 @@ def pretrained_keyframes(name: str, width: int, height: int, device: str | None 
         images = []
         # The model seeds image i with seed + i, so runs of consecutive seeds share one batch.
         for start, stop in _consecutive_runs(seeds):
-            batch = module.sample(
+            batch = pipe(
                 prompts[start:stop],
                 negative_prompts=negatives[start:stop],
                 steps=steps,

@@ -43,9 +43,9 @@ def inbetweens(pixels, depth: str, timing: Timing, options: dict, say: Callable[
 
 
 def _load_model(name: str, device: str):
-    from interpolate.module import InterpolateModule
+    from interpolate.pipeline import InterpolatePipeline
 
-    return InterpolateModule.from_pretrained(name, device=device)
+    return InterpolatePipeline.from_pretrained(name, device=device)
 
 
 def _frames(stream: Iterator, fit: Fit, keys_out: dict[int, np.ndarray], count: int):
@@ -64,19 +64,18 @@ def _model_frames(pixels, depth, timing: Timing, options: dict):
     from tqdm import tqdm
 
     from interpolate.inbetween import interpolate_frames, plan_windows
-    from keyframe.inference import sampling_defaults
     from keyframe.sampling_options import with_defaults
     from pipeline.devices import resolve_device
 
     keys = _rgb8_keys(pixels, depth, timing, options["model"])
     positions, num_frames = timing.positions(), timing.length
     model = _load_model(options["model"], resolve_device(options["device"]))
-    hp = model.hparams
+    hp = model.config
     fit = make_fit(*keys[0].shape[:2], hp.image_size, options["fit"])
     model_keys = torch.stack([torch.from_numpy(io.from_uint8_rgb(to_model(k, fit))) for k in keys])
     keys_out = {p: key_output(k, fit) for p, k in zip(positions, keys, strict=True)}
     windows = plan_windows(positions, num_frames, hp.num_frames, hp.context_frames)
-    defaults = {**sampling_defaults(model), "init": hp.sample_init}
+    defaults = {**model.sampling_defaults(), "init": hp.sample_init}
     defaults["init_sigma"] = hp.sample_init_sigma
     pick = with_defaults(defaults, **{name: options[name] for name in TRAINED_OPTIONS})
     bar = tqdm(total=len(windows), desc="windows", unit="window", disable=None, file=sys.stderr)
@@ -116,7 +115,7 @@ def _model_record(pick: dict, options: dict, model, windows: int, fit: Fit) -> d
         **pick,
         "init_sigma": pick["init_sigma"] if pick["init"] == "flow" else None,
         "motion_prior": bool(uses_prior),
-        "model_config": dict(model.hparams),
+        "model_config": model.config.to_dict(),
         "windows": windows,
         "size": {"width": fit.out_size[1], "height": fit.out_size[0]},
     }

@@ -41,7 +41,7 @@ def test_export_writes_the_model_and_swaps_in_a_decoder(checkpoint, tmp_path, ca
     assert main(["export", "keyframe", str(ckpt), "--out", str(tmp_path / "plain")]) == 0
     assert "MiB" in capsys.readouterr().out
     torch.testing.assert_close(
-        from_pretrained(tmp_path / "plain").sample(PROMPTS[:1], seed=2),
+        from_pretrained(tmp_path / "plain")(PROMPTS[:1], seed=2),
         module.sample(PROMPTS[:1], seed=2),
         atol=0.05,
         rtol=0,
@@ -53,7 +53,7 @@ def test_export_writes_the_model_and_swaps_in_a_decoder(checkpoint, tmp_path, ca
             p.add_(0.01)
     tuned_dir = save_autoencoder(tuned, tmp_path / "tuned")
     export("keyframe", ckpt, tmp_path / "swapped", autoencoder=tuned_dir, fp16=False)
-    loaded = from_pretrained(tmp_path / "swapped").autoencoder
+    loaded = from_pretrained(tmp_path / "swapped").model.autoencoder
     for key, value in tuned.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert main(["export", "keyframe", str(ckpt), "--out", str(tmp_path / "plain")]) == 2
@@ -72,7 +72,7 @@ def test_an_fp16_export_takes_a_decoder_from_its_fp32_run(checkpoint, tmp_path):
             p.add_(0.01)
     tuned_dir = save_autoencoder(tuned, tmp_path / "tuned", fp16=False)
     export("keyframe", shipped, tmp_path / "swapped", autoencoder=tuned_dir)
-    loaded = from_pretrained(tmp_path / "swapped").autoencoder.state_dict()
+    loaded = from_pretrained(tmp_path / "swapped").model.autoencoder.state_dict()
     for key, value in tuned.state_dict().items():
         if key.startswith("decoder."):
             assert torch.equal(loaded[key], value.half().float()), key
@@ -120,7 +120,7 @@ def test_a_shared_autoencoder_ships_once(checkpoint, tmp_path, monkeypatch, caps
     assert weights and not any(k.startswith("autoencoder.") for k in weights)
     lean = from_pretrained(tmp_path / "lean")
     torch.testing.assert_close(
-        lean.sample(PROMPTS[:1], seed=3), module.sample(PROMPTS[:1], seed=3), atol=0.05, rtol=0
+        lean(PROMPTS[:1], seed=3), module.sample(PROMPTS[:1], seed=3), atol=0.05, rtol=0
     )
     # A model whose autoencoder is not the shipped one may not leave its own out.
     other = randomised(
@@ -140,13 +140,10 @@ def test_int8_export_is_smaller_and_samples_like_fp16(checkpoint, tmp_path, caps
     stored = load_file(str(tmp_path / "q" / pretrained.WEIGHTS_NAME))
     assert any(v.dtype == torch.int8 for k, v in stored.items() if k.startswith("net."))
     assert all(v.dtype != torch.int8 for k, v in stored.items() if k.startswith("autoencoder."))
-    full, small = from_pretrained(tmp_path / "fp16"), from_pretrained(tmp_path / "q")
+    full, small = from_pretrained(tmp_path / "fp16").model, from_pretrained(tmp_path / "q").model
     x = torch.randn(2, full.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        outs = [
-            m.sampling_denoiser()(x, 1.0, **m.encode_text(PROMPTS[:2], ema=True))
-            for m in (full, small)
-        ]
+        outs = [m.denoiser(x, 1.0, **m.encode_text(PROMPTS[:2])) for m in (full, small)]
     # a random tiny net amplifies rounding far more than a trained one (shipped: 56 dB apart)
     assert (outs[0] - outs[1]).pow(2).mean().sqrt() < 0.02 * outs[0].pow(2).mean().sqrt()
     assert main(["export", "autoencoder", str(ckpt), "--out", str(tmp_path / "a"), "--int8"]) == 2
@@ -173,19 +170,19 @@ def test_int8_round_trip_error_is_within_half_a_step_per_channel():
 
 
 def test_an_interpolator_export_keeps_its_motion_prior(tmp_path, tiny_interpolate, capsys):
-    from interpolate.module import InterpolateModule
     from interpolate.motion import MotionPrior
+    from interpolate.pipeline import InterpolatePipeline
 
     tiny = dict(num_frames=4, model_channels=8, channel_mult=[1], num_res_blocks=1)
     source = tiny_interpolate(image_size=16, attention_levels=[], **tiny).save_pretrained(
         tmp_path / "source"
     )
-    assert InterpolateModule.from_pretrained(source).motion_prior is None
+    assert InterpolatePipeline.from_pretrained(source).motion_prior is None
     torch.manual_seed(0)
     prior = MotionPrior(hidden=8, depth=1).eval()
     prior.save_pretrained(source / "motion", fp16=False)
     assert main(["export", "interpolate", str(source), "--out", str(tmp_path / "copy")]) == 0
-    loaded = InterpolateModule.from_pretrained(tmp_path / "copy").motion_prior
+    loaded = InterpolatePipeline.from_pretrained(tmp_path / "copy").motion_prior
     pos, times = torch.rand(2, 4, 2), torch.tensor([0.0, 0.1, 0.2, 0.3]).expand(2, 4)
     args = (pos, times, torch.ones(2, 4), torch.full((2,), 0.15))
     assert torch.allclose(loaded(*args), prior(*args), atol=1e-3)

@@ -11,12 +11,12 @@ import torch
 
 import interpolate  # noqa: F401  (registers the interpolate, motion and general kinds)
 from interpolate.general.pipeline import GeneralInterpolator
-from interpolate.module import InterpolateModule
 from interpolate.motion import MotionPrior
+from interpolate.pipeline import InterpolatePipeline
 from keyframe import hub
 from keyframe.autoencoder import FrameAutoencoder, IdentityAutoencoder
 from keyframe.errors import UserError
-from keyframe.module import KeyframeModule
+from keyframe.pipeline import KeyframePipeline
 from tests.test_general import TINY, tiny_pipe
 from tests.test_keyframe_module import randomised, tiny_module
 
@@ -44,20 +44,21 @@ def _autoencoder() -> FrameAutoencoder:
     return ae.eval()
 
 
-def _interpolator(tiny_interpolate) -> InterpolateModule:
-    model = tiny_interpolate(
+def _interpolator(tiny_interpolate) -> InterpolatePipeline:
+    """A trainer's pipeline with a motion prior plug-in (the shapes model's kind)."""
+    trainer = tiny_interpolate(
         image_size=16, num_frames=4, model_channels=8, channel_mult=[1], num_res_blocks=1,
         attention_levels=[],
     )  # fmt: skip
     torch.manual_seed(1)
-    object.__setattr__(model, "motion_prior", MotionPrior(hidden=8, depth=1).eval())
-    return model
+    return InterpolatePipeline(trainer.sampling_model(), MotionPrior(hidden=8, depth=1).eval())
 
 
 def test_every_kind_round_trips_through_the_one_api(tmp_path, tiny_interpolate):
     torch.manual_seed(0)
+    trainer = randomised(tiny_module())
     models = {
-        "keyframe": randomised(tiny_module()),
+        "keyframe": trainer.pipeline(),  # a trainer saves as its pipeline (EMA weights)
         "interpolate": _interpolator(tiny_interpolate),
         "motion": MotionPrior(hidden=8, depth=1).eval(),
         "general": tiny_pipe(),
@@ -71,8 +72,9 @@ def test_every_kind_round_trips_through_the_one_api(tmp_path, tiny_interpolate):
         assert type(loaded) is type(model) and hub.kind_of(loaded) == kind
         assert type(hub.from_pretrained(folder, kind=kind)) is type(model)
     loaded = {kind: hub.from_pretrained(tmp_path / kind) for kind in models}
-    assert _same_weights(loaded["keyframe"].denoiser.net, models["keyframe"].ema_net)
-    assert _same_weights(loaded["interpolate"].denoiser.net, models["interpolate"].ema_net)
+    assert _same_weights(loaded["keyframe"].model.denoiser.net, trainer.ema_net)
+    own_net = models["interpolate"].model.denoiser.net  # the trainer's EMA network
+    assert _same_weights(loaded["interpolate"].model.denoiser.net, own_net)
     prior = loaded["interpolate"].motion_prior  # saved with its interpolator, in motion/
     own = models["interpolate"].motion_prior
     assert prior is not None and torch.equal(prior(*PRIOR_ARGS), own(*PRIOR_ARGS))
@@ -115,7 +117,7 @@ def test_a_model_folder_shares_its_autoencoder(tmp_path, monkeypatch):
 
 
 def test_shipped_names_resolve_from_both_weights_folders():
-    assert isinstance(hub.from_pretrained("shapes-phrasings"), KeyframeModule)
+    assert isinstance(hub.from_pretrained("shapes-phrasings"), KeyframePipeline)
     assert isinstance(hub.from_pretrained("general"), GeneralInterpolator)
     assert hub.resolve("shapes", "keyframe").parent.parent.name == "keyframe"
     assert hub.resolve("shapes", "interpolate").parent.parent.name == "interpolate"

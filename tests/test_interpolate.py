@@ -10,8 +10,10 @@ import torch
 from interpolate.flow import FlowFrames
 from interpolate.inbetween import interpolate, interpolate_frames, plan_windows, window_seed
 from interpolate.masks import MASK_KINDS, check_weights, draw_mask, ping_pong
+from interpolate.model import InterpolateModel
 from interpolate.module import InterpolateModule
 from interpolate.paths import PathFrames
+from interpolate.pipeline import InterpolatePipeline
 from keyframe.errors import UserError
 from keyframe.pixels import to_uint8
 
@@ -205,13 +207,14 @@ def test_one_window_equals_the_direct_window_sample(model):
     keys = _keys(2, seed=1)
     video = interpolate(model, keys, [0, 4], 5, seed=11, fps=12.0)
     # The same window run by hand: noise from (seed, window 0), keys as known latents.
-    latents = model.encode_frames(keys)
+    net = model.sampling_model()  # the trainer samples with its EMA weights
+    latents = net.encode_frames(keys)
     known = [True, False, False, False, True]
-    cond = model.sampling_conditions(None, None)
+    cond = net.sampling_conditions(None, None)
     generator = torch.Generator().manual_seed(window_seed(11, 0))
     frames = [latents[0], None, None, None, latents[1]]
-    out = model.sample_window(frames, known, cond, fps=12.0, generator=generator)
-    direct = model.decode_frames(out).transpose(0, 1)
+    out = net.sample_window(frames, known, cond, fps=12.0, generator=generator)
+    direct = net.decode_frames(out).transpose(0, 1)
     torch.testing.assert_close(video[:, 1:4], direct[:, 1:4], rtol=0, atol=0)
     # Any window size that holds the whole sequence gives the same result.
     torch.testing.assert_close(
@@ -232,14 +235,16 @@ def test_sample_window_keeps_known_frames_exactly(model):
     latents = torch.randn(4, 3, 8, 8)
     known = [True, False, True, False]
     frames = [latents[0], None, latents[2], None]
-    cond = model.sampling_conditions(None, None)
-    out = model.sample_window(frames, known, cond, generator=torch.Generator().manual_seed(0))
+    net = model.sampling_model()
+    cond = net.sampling_conditions(None, None)
+    out = net.sample_window(frames, known, cond, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[0], latents[0]) and torch.equal(out[2], latents[2])
 
 
 def test_memory_stays_flat_in_the_number_of_frames(model, monkeypatch):
     calls: list[tuple[str, int]] = []
-    sample_window, decode = model.sample_window, model.decode_frames
+    pipe = model.pipeline()
+    sample_window, decode = pipe.model.sample_window, pipe.model.decode_frames
 
     def recording_sample(latents, *args, **kwargs):
         calls.append(("net", len(latents)))
@@ -249,12 +254,12 @@ def test_memory_stays_flat_in_the_number_of_frames(model, monkeypatch):
         calls.append(("decode", len(latents)))
         return decode(latents)
 
-    monkeypatch.setattr(model, "sample_window", recording_sample)
-    monkeypatch.setattr(model, "decode_frames", recording_decode)
+    monkeypatch.setattr(pipe.model, "sample_window", recording_sample)
+    monkeypatch.setattr(pipe.model, "decode_frames", recording_decode)
     peaks = {}
     for length in (20, 60):
         calls.clear()
-        stream = interpolate_frames(model, _keys(2), [0, length - 1], length, seed=0)
+        stream = interpolate_frames(pipe, _keys(2), [0, length - 1], length, seed=0)
         next(stream)
         next(stream)  # the second frame needs the first fine window
         runs_before_first_frames = sum(kind == "net" for kind, _ in calls)
@@ -362,20 +367,21 @@ def test_trained_model_reloads_from_ckpt_and_pretrained_folder(tiny_shapes, tmp_
     keys, positions = _keys(2, size=16), [0, 5]
     options = {"seed": 4, "prompt": "a red circle bounces to the left", "guidance": 2.0}
     reference = interpolate(trained, keys, positions, 6, **options)
-    from_ckpt = InterpolateModule.from_pretrained(ckpt)
+    from_ckpt = InterpolatePipeline.from_pretrained(ckpt)
     torch.testing.assert_close(interpolate(from_ckpt, keys, positions, 6, **options), reference)
 
     folder = trained.save_pretrained(tmp_path / "pretrained", fp16=False)
     with pytest.raises(UserError, match="already exists"):
         trained.save_pretrained(folder)
-    from_folder = InterpolateModule.from_pretrained(folder)
-    assert from_folder.ema_net is None  # the EMA weights are its only weights
+    from_folder = InterpolatePipeline.from_pretrained(folder)
+    assert isinstance(from_folder.model, InterpolateModel)  # the EMA weights, no trainer
+    assert not any(p.requires_grad for p in from_folder.model.parameters())
     torch.testing.assert_close(interpolate(from_folder, keys, positions, 6, **options), reference)
-    half = InterpolateModule.from_pretrained(trained.save_pretrained(tmp_path / "fp16"))
+    half = InterpolatePipeline.from_pretrained(trained.save_pretrained(tmp_path / "fp16"))
     video = interpolate(half, keys, positions, 6, **options)
     assert (video - reference).abs().max() < 0.1  # fp16 weights: close, not identical
 
 
 def test_unknown_model_name_says_none_is_shipped():
     with pytest.raises(UserError, match="not a shipped interpolation model"):
-        InterpolateModule.from_pretrained("shapes-v0")
+        InterpolatePipeline.from_pretrained("shapes-v0")

@@ -20,6 +20,7 @@ from keyframe import pretrained
 from keyframe.autoencoder import FrameAutoencoder
 from keyframe.autoencoder_files import save_autoencoder
 from keyframe.errors import UserError
+from keyframe.model import KeyframeModel
 from keyframe.module import KeyframeModule
 from keyframe.pretrained import from_pretrained, save_pretrained
 from pipeline.shapes import Scene, SceneObject, render_still, still_caption
@@ -193,7 +194,7 @@ def test_pooled_drop_rate_leaves_only_cross_attention_for_dropped_samples():
 
 def test_cross_attend_words_hides_the_start_and_end_tokens():
     module = randomised(tiny_module(cross_attend_words=True))
-    cond = module.encode_text(["a red circle", ""])
+    cond = module.sampling_model().encode_text(["a red circle", ""])
     # [start, a, red, circle, end] -> the three words; "" -> nothing (cross-attention adds zeros).
     assert cond["context_mask"].sum(1).tolist() == [3, 0]
     assert cond["context_mask"][0, 1:4].all()
@@ -223,7 +224,7 @@ def test_init_from_starts_from_another_models_sampling_weights(tmp_path):
             assert torch.equal(a, b), name
     for a, b in zip(module.text.parameters(), source.ema_text.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert from_pretrained(folder).hparams.init_from is None
+    assert "init_from" not in from_pretrained(folder).config.to_dict()  # a training option
 
     # A resumed run (setup called again after Lightning restores a checkpoint) keeps its weights.
     with torch.no_grad():
@@ -352,11 +353,14 @@ def test_checkpoint_and_pretrained_folder_sample_the_same_images(trained, tmp_pa
     reference = module.sample(PROMPTS, seed=5)
 
     from_ckpt = from_pretrained(trained.ckpt)
-    assert from_ckpt.ema_net is None and not from_ckpt.training
-    assert torch.equal(from_ckpt.sample(PROMPTS, seed=5), reference)
+    assert isinstance(from_ckpt.model, KeyframeModel) and not from_ckpt.model.training
+    assert not any(p.requires_grad for p in from_ckpt.model.parameters())
+    assert torch.equal(from_ckpt(PROMPTS, seed=5), reference)
 
     exact = save_pretrained(module, tmp_path / "fp32", fp16=False)
-    assert torch.equal(from_pretrained(exact).sample(PROMPTS, seed=5), reference)
+    assert torch.equal(from_pretrained(exact)(PROMPTS, seed=5), reference)
+    again = save_pretrained(from_pretrained(exact), tmp_path / "again", fp16=False)
+    assert torch.equal(from_pretrained(again)(PROMPTS, seed=5), reference)  # a pipeline saves too
 
     half = save_pretrained(module, tmp_path / "fp16")
     weights = load_file(half / "model.safetensors")
@@ -365,7 +369,7 @@ def test_checkpoint_and_pretrained_folder_sample_the_same_images(trained, tmp_pa
     assert weights["autoencoder.latent_scale"].dtype == torch.float32
     config = json.loads((half / "config.json").read_text())
     assert config["hyperparameters"]["ema_decay"] == 0.9 and _plain(config)
-    close = from_pretrained(half).sample(PROMPTS, seed=5)
+    close = from_pretrained(half)(PROMPTS, seed=5)
     torch.testing.assert_close(close, reference, atol=0.05, rtol=0)
 
     with pytest.raises(UserError, match="already exists"):
@@ -390,8 +394,8 @@ def test_autoencoder_weights_travel_with_the_model(tmp_path):
     shutil.rmtree(ae_dir)  # neither needs the autoencoder's own files any more
     for source in (folder, tmp_path / "model.ckpt"):
         loaded = from_pretrained(source)
-        assert loaded.autoencoder.scale_factor == pytest.approx(0.7)
-        assert torch.equal(loaded.sample(PROMPTS[:1], seed=1), reference)
+        assert loaded.model.autoencoder.scale_factor == pytest.approx(0.7)
+        assert torch.equal(loaded(PROMPTS[:1], seed=1), reference)
 
 
 def test_loading_errors_name_the_problem(tmp_path, monkeypatch):
@@ -411,7 +415,7 @@ def test_loading_errors_name_the_problem(tmp_path, monkeypatch):
 
     folder = save_pretrained(tiny_module(), tmp_path / "shipped" / "tiny-shipped")
     assert pretrained.shipped_models() == ["tiny-shipped"]
-    assert from_pretrained("tiny-shipped").hparams.model_channels == 16
+    assert from_pretrained("tiny-shipped").config.model_channels == 16
 
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())

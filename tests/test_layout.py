@@ -1,5 +1,5 @@
 """Subject placement by position words: the prompt parser, the subject finder, the noise moves,
-and KeyframeModule.sample's placement loop."""
+and KeyframePipeline's placement loop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from keyframe import layout
 from keyframe.errors import UserError
+from keyframe.inference import place_subjects
 from keyframe.pixels import from_uint8, to_uint8
 from pipeline.shapes.world import position_word
 from tests.test_keyframe_module import randomised, tiny_module
@@ -189,7 +190,7 @@ def test_placement_loop_moves_a_subject_in_a_pixel_space_model():
         calls.append(index)
         return x.clone()
 
-    placed = model._place(draw, noise.clone(), noise.clone(), prompts)
+    placed = place_subjects(model.model, draw, noise.clone(), noise.clone(), prompts)
     assert calls == [[0]]  # only the first is outside its cell
     assert torch.equal(placed[1:], noise[1:])
     centre = _centre(to_uint8(placed[:1])[0])
@@ -205,7 +206,9 @@ def test_placement_loop_moves_two_subjects_to_their_own_cells():
     noise[0, :, 1:4, 12:15] = yellow[:, None, None]  # yellow at the top right
     noise[0, :, 12:15, 1:4] = blue[:, None, None]  # blue at the bottom left
     prompt = ["a blue square at the top right and a yellow square at the bottom left"]
-    placed = model._place(lambda x, index=None: x.clone(), noise.clone(), noise.clone(), prompt)
+    placed = place_subjects(
+        model.model, lambda x, index=None: x.clone(), noise.clone(), noise.clone(), prompt
+    )
     regions = layout.subject_regions(to_uint8(placed)[0])
     fit = layout.fit_subjects(layout.prompt_subjects(prompt[0]), regions)
     assert len(regions) == 2 and fit.score == 0

@@ -13,8 +13,8 @@ import torch
 import pipeline
 from keyframe import diffusers_model, hub, sampling
 from keyframe.errors import UserError
-from keyframe.inference import sample
 from keyframe.module import KeyframeModule
+from keyframe.pipeline import KeyframePipeline
 from keyframe.pretrained import save_pretrained
 from keyframe.sampling_options import SAMPLER_NAMES, check_sampling_options
 from pipeline import io
@@ -106,7 +106,7 @@ def test_the_python_api_and_each_model_give_the_same_message(option, keys, no_mo
         pipeline.tween(keys, **{option: value})
     assert str(err.value) == f"--{message}"
     calls = {  # checked first: none of them gets as far as touching its (absent) model
-        "keyframe": lambda: sample(None, "a red circle", **{option: value}),
+        "keyframe": lambda: KeyframePipeline(None)("a red circle", **{option: value}),
         "interpolate": lambda: interpolate_frames(None, torch.zeros(2, 3, 16, 16), [0, 2], 3,
                                                   **{option: value}),
         "diffusers": lambda: diffusers_model.sample_diffusers(

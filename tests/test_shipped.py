@@ -55,7 +55,7 @@ def test_shipped_autoencoder_reconstructs_held_out_stills():
 @pytest.mark.slow
 def test_shipped_keyframe_model_draws_what_fixed_prompts_ask_for(keyframes):
     prompts = keyframe_prompts(12, 4, seed=SEED)
-    generate = keyframe_model("shapes", steps=20, module=keyframes)
+    generate = keyframe_model("shapes", steps=20, pipe=keyframes)
     report = eval_keyframe(generate, prompts, batch_size=8, seed=SEED)
     print("shipped keyframe model on 16 fixed prompts:", report["accuracy"])
     for attribute, low in MIN_ACCURACY.items():
@@ -64,11 +64,11 @@ def test_shipped_keyframe_model_draws_what_fixed_prompts_ask_for(keyframes):
 
 @pytest.mark.slow
 def test_shipped_keyframe_model_places_subjects_by_position_words(keyframes):
-    assert keyframes.hparams.sample_place  # the shipped default
+    assert keyframes.config.sample_place  # the shipped default
     prompts = keyframe_prompts(18, 0, seed=SEED)  # two prompts per cell
-    generate = keyframe_model("shapes", steps=20, module=keyframes)
+    generate = keyframe_model("shapes", steps=20, pipe=keyframes)
     placed = eval_keyframe(generate, prompts, batch_size=18, seed=SEED)["accuracy"]["position"]
-    plain = keyframe_model("shapes", steps=20, module=keyframes, place=False)
+    plain = keyframe_model("shapes", steps=20, pipe=keyframes, place=False)
     unplaced = eval_keyframe(plain, prompts, batch_size=18, seed=SEED)["accuracy"]["position"]
     print(f"position on 18 prompts: placed {placed:.2f}, not placed {unplaced:.2f}")
     assert placed >= MIN_PLACED_POSITION and placed > unplaced
@@ -77,9 +77,9 @@ def test_shipped_keyframe_model_places_subjects_by_position_words(keyframes):
 @pytest.mark.slow
 def test_shipped_keyframe_model_places_two_subjects_each_in_its_cell(keyframes):
     prompts = keyframe_prompts(0, 9, seed=SEED)  # a blue square at the top right and a ...
-    generate = keyframe_model("shapes", steps=20, module=keyframes)
+    generate = keyframe_model("shapes", steps=20, pipe=keyframes)
     placed = eval_keyframe(generate, prompts, batch_size=9, seed=SEED)
-    plain = keyframe_model("shapes", steps=20, module=keyframes, place=False)
+    plain = keyframe_model("shapes", steps=20, pipe=keyframes, place=False)
     unplaced = eval_keyframe(plain, prompts, batch_size=9, seed=SEED)
     print("two-object prompts, placed:", placed["accuracy"], "not placed:", unplaced["accuracy"])
     assert placed["accuracy"]["position"] >= MIN_PLACED_POSITION

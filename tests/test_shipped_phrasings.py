@@ -17,7 +17,7 @@ ATTRIBUTES = ("colour", "shape", "size")
 
 
 def _accuracy(name: str, prompts) -> dict:
-    generate = keyframe_model(name, steps=20, module=from_pretrained(name), place=False)
+    generate = keyframe_model(name, steps=20, pipe=from_pretrained(name), place=False)
     return eval_keyframe(generate, prompts, batch_size=12, seed=SEED)["accuracy"]
 
 

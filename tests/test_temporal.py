@@ -225,7 +225,7 @@ def test_init_from_a_keyframe_checkpoint_copies_the_ema_unet_and_widens_the_inpu
 
     # The inflated model is the keyframe model applied to each frame.
     x, known, mask = _inputs(f=3, size=16)
-    cond = keyframe.encode_text(["a red circle"], ema=True)
+    cond = keyframe.sampling_model().encode_text(["a red circle"])
     c_noise = torch.tensor([0.5])
     with torch.no_grad():
         out = model.ema_net.eval()(x, c_noise, known, mask, **cond)

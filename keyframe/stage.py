@@ -1,12 +1,11 @@
-"""Building blocks both stage modules (KeyframeModule, InterpolateModule) are made of: the frozen
-autoencoder, the text tower, the EMA copies, the training checks and the optimizer."""
+"""Building blocks both stages are made of: the frozen autoencoder, the text tower, a model from
+existing parts (KeyframeModel, InterpolateModel), and their trainers' EMA copies, training checks
+and optimizer."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,31 +17,14 @@ from keyframe.diffusion import Denoiser
 from keyframe.errors import UserError
 from keyframe.text import TextEncoder
 
-_prebuilt: contextvars.ContextVar[Autoencoder | None] = contextvars.ContextVar(
-    "prebuilt_autoencoder", default=None
-)
-
-
-@contextlib.contextmanager
-def prebuilt_autoencoder(autoencoder: Autoencoder) -> Iterator[None]:
-    """Stage modules (KeyframeModule, InterpolateModule) built inside this block use `autoencoder`
-    instead of loading their `autoencoder` argument: checkpoints carry the autoencoder's weights,
-    so loading one must not depend on the file it was first read from."""
-    token = _prebuilt.set(autoencoder)
-    try:
-        yield
-    finally:
-        _prebuilt.reset(token)
-
 
 def stage_autoencoder(
     name: str, image_size: int, channel_mult: Sequence[int], given: Autoencoder | None = None
 ) -> tuple[Autoencoder, int]:
-    """A stage's frozen autoencoder (`given`, else the one of `prebuilt_autoencoder`, else loaded
-    from `name`) and the size images must be multiples of (its factor times the U-Net's
-    downsamplings); a UserError unless `image_size` is one."""
-    ae = given if given is not None else _prebuilt.get()
-    ae = load_autoencoder(name) if ae is None else ae
+    """A stage's frozen autoencoder (`given`, else loaded from `name`) and the size images must
+    be multiples of (its factor times the U-Net's downsamplings); a UserError unless
+    `image_size` is one."""
+    ae = load_autoencoder(name) if given is None else given
     ae.requires_grad_(False).eval()
     size_multiple = ae.factor * 2 ** (len(channel_mult) - 1)
     if image_size < 1 or image_size % size_multiple:

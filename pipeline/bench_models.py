@@ -73,27 +73,35 @@ def _autoencoder(name: str, reference: str):
     return FrameAutoencoder(**{k: v for k, v in model.items() if k in names}).eval()
 
 
+def _build_trainer(cls: type, name: str, arguments: dict[str, Any]):
+    """`cls(**arguments)` in eval mode, its autoencoder a random-weight one of the config's
+    architecture (the file the config names need not exist), read from a temporary folder."""
+    import tempfile
+
+    from keyframe import hub
+
+    ae = _autoencoder(name, arguments.get("autoencoder", "identity"))
+    with tempfile.TemporaryDirectory(prefix="animatic-bench-") as folder:
+        arguments["autoencoder"] = str(hub.save_pretrained(ae, Path(folder) / "ae", fp16=False))
+        return cls(**arguments).eval()
+
+
 def build_keyframe(name: str):
     """KeyframeModule of configs/keyframe/NAME.yaml, random weights, eval mode."""
     from keyframe.module import KeyframeModule
-    from keyframe.stage import prebuilt_autoencoder
 
     config = read_config("keyframe", name)
     arguments = _model_arguments(config, KeyframeModule)
-    with prebuilt_autoencoder(_autoencoder(name, arguments.get("autoencoder", "identity"))):
-        return KeyframeModule(**arguments).eval(), config
+    return _build_trainer(KeyframeModule, name, arguments), config
 
 
 def build_interpolate(name: str):
     """InterpolateModule of configs/interpolate/NAME.yaml, random weights, eval mode."""
     from interpolate.module import InterpolateModule
-    from keyframe.stage import prebuilt_autoencoder
 
     config = read_config("interpolate", name)
-    arguments = _model_arguments(config, InterpolateModule)
-    arguments["init_from"] = None
-    with prebuilt_autoencoder(_autoencoder(name, arguments.get("autoencoder", "identity"))):
-        return InterpolateModule(**arguments).eval(), config
+    arguments = {**_model_arguments(config, InterpolateModule), "init_from": None}
+    return _build_trainer(InterpolateModule, name, arguments), config
 
 
 # ---- inputs -----------------------------------------------------------------------------------

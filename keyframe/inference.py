@@ -1,6 +1,5 @@
 """The keyframe pipeline's steps as plain functions (keyframe.pipeline calls them in order):
-inputs checked, prompts encoded, starting noise (shared with anchors), the guided draw, and the
-placement plug-in that redraws subjects outside the cells their position words name.
+inputs checked, prompts encoded, starting noise (shared with anchors) and the guided draw.
 """
 
 from __future__ import annotations
@@ -11,17 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from keyframe import layout
 from keyframe.consistency import anchor_list, anchored_attention, share_noise
 from keyframe.diffusion import Denoiser
 from keyframe.errors import UserError
-from keyframe.pixels import to_uint8
 from keyframe.sampling import Generator, cfg_denoiser, randn
 
 if TYPE_CHECKING:
     from keyframe.model import KeyframeModel
 
-PLACE_ROUNDS = 3  # redraws at most per placed image (the best draw is kept)
 
 Draw = Callable[..., torch.Tensor]  # draw(noise, index=None) -> latents
 
@@ -138,44 +134,6 @@ def drawer(
             return solve(run, noise, generator=gen)
 
     return draw
-
-
-def place_subjects(
-    model: KeyframeModel,
-    draw: Draw,
-    noise: torch.Tensor,
-    latents: torch.Tensor,
-    prompts: Sequence[str],
-    generator: Generator = None,
-) -> torch.Tensor:
-    """`latents` drawn from `noise`, redrawn where a prompt's placed subjects ("a red circle at
-    the top left") are outside their cell of a 3x3 grid (`keyframe.layout`) or drawn twice, from
-    noise with their patches moved (or drawn afresh), up to PLACE_ROUNDS times; each sample keeps
-    its best round. `generator`: fresh noise for removed copies."""
-    plans = [layout.prompt_subjects(p) for p in prompts]
-    todo = [i for i, subjects in enumerate(plans) if subjects]
-    if not todo:
-        return latents
-    best = latents.clone()
-    score = dict.fromkeys(todo, float("inf"))
-    current = latents[todo]  # the latents of the samples in `todo`, in its order
-    for round_ in range(PLACE_ROUNDS + 1):
-        images = to_uint8(model.autoencoder.decode(current))
-        redo = []
-        for row, (image, i) in enumerate(zip(images, todo, strict=True)):
-            fit = layout.fit_subjects(plans[i], layout.subject_regions(image))
-            if fit.score < score[i]:
-                score[i] = fit.score
-                best[i] = current[row]
-            if fit.score > 0 and round_ < PLACE_ROUNDS:
-                own = generator[i] if isinstance(generator, Sequence) else generator
-                moved = layout.move_subjects(noise[i].cpu(), fit, own)
-                noise[i] = moved.to(noise)
-                redo.append(i)
-        if not redo:
-            break
-        todo, current = redo, draw(noise[redo], redo)
-    return best
 
 
 def float32_io(denoiser: Denoiser) -> Callable[..., torch.Tensor]:

@@ -28,6 +28,7 @@ from keyframe.latents import latent_batch
 from keyframe.model import KeyframeConfig, KeyframeModel
 from keyframe.network import check_keyframe_options
 from keyframe.pipeline import KeyframePipeline
+from keyframe.placement import placement_for
 from keyframe.stage import adamw_with_warmup, ema_copies, lerp_ema
 from keyframe.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary, words_of
 
@@ -161,8 +162,9 @@ class KeyframeModule(L.LightningModule):
         return self.sampling_model().denoiser
 
     def pipeline(self) -> KeyframePipeline:
-        """A KeyframePipeline on the EMA weights (shared, not copied): how validation samples."""
-        return KeyframePipeline(self.sampling_model())
+        """A KeyframePipeline on the EMA weights (shared, not copied) with the plug-ins the
+        config asks for: how validation samples."""
+        return KeyframePipeline(self.sampling_model(), placement_for(self.model.config))
 
     def sample(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """`self.pipeline()(...)`: see KeyframePipeline.__call__."""

@@ -6,8 +6,9 @@
 A call runs in numbered steps (like diffusers' pipelines): 1. check the inputs and fill in the
 defaults (the model config's `sample_*`, the one default of each); 2. encode prompts and negative
 prompts in one batch; 3. draw the starting noise (shared with an anchor for consistency);
-4. denoise with classifier-free guidance, placing subjects by their position words when asked
-(the placement plug-in, keyframe.layout); 5. decode. The helpers are keyframe.inference's.
+4. denoise with classifier-free guidance, then hand the draw to the model's placement plug-in
+when it has one (keyframe.placement: shapes models only); 5. decode. The helpers are
+keyframe.inference's.
 """
 
 from __future__ import annotations
@@ -20,28 +21,37 @@ from typing import Any
 import torch
 
 from keyframe import hub
+from keyframe.errors import UserError
 from keyframe.inference import (
     anchors_and_place,
     drawer,
     encode_prompts,
     eval_mode,
     image_generators,
-    place_subjects,
     prompts_and_negatives,
     start_noise,
 )
 from keyframe.model import KeyframeConfig, KeyframeModel
+from keyframe.placement import Placement
 from keyframe.sampling import Callback, Generator, randn
 from keyframe.sampling import sample as run_sampler
 from keyframe.sampling_options import check_sampling_options, sampling_defaults, with_defaults
 
+NO_PLACEMENT = (
+    "place: this model has no placement plug-in (the shapes models' `sample_place`); "
+    "its subjects are not placed by position words"
+)
+
 
 class KeyframePipeline:
-    """A KeyframeModel and the sampling steps. The model is used as it is (a trainer's EMA
-    weights are shared, not copied); `from_pretrained` gives one frozen, in eval mode."""
+    """A KeyframeModel, its plug-ins and the sampling steps. The model is used as it is (a
+    trainer's EMA weights are shared, not copied); `from_pretrained` gives one frozen, in eval
+    mode, with the plug-ins its config asks for. `placement`: keyframe.placement's
+    `place_subjects` or None (then `place=True` is an error)."""
 
-    def __init__(self, model: KeyframeModel):
+    def __init__(self, model: KeyframeModel, placement: Placement | None = None):
         self.model = model
+        self.placement = placement
 
     @classmethod
     def from_pretrained(
@@ -69,6 +79,10 @@ class KeyframePipeline:
     def sampling_defaults(self) -> dict[str, Any]:
         """The model's own steps, guidance and sampler (its config's sample_*)."""
         return sampling_defaults(self.config)
+
+    def _places(self) -> bool:
+        """Whether subjects are placed by default: the model's sample_place, with the plug-in."""
+        return bool(self.config.sample_place) and self.placement is not None
 
     def latent_size(self, size: int | Sequence[int] | None = None) -> tuple[int, int]:
         """See KeyframeModel.latent_size: a bad size fails here, before any sampling."""
@@ -109,9 +123,9 @@ class KeyframePipeline:
         shape = (n, model.latent_channels, *model.latent_size(size))
         if generator is None and seed is not None:
             generator = image_generators(seed, n)
-        anchors, place = anchors_and_place(
-            n, anchor, noise_share, place, bool(self.config.sample_place)
-        )
+        anchors, place = anchors_and_place(n, anchor, noise_share, place, self._places())
+        if place and self.placement is None:
+            raise UserError(NO_PLACEMENT)
         solve = functools.partial(
             run_sampler, steps=chosen["steps"], sampler=chosen["sampler"], callback=callback,
             device=model.device,
@@ -128,7 +142,7 @@ class KeyframePipeline:
             )
             latents = draw(start)
             if place:
-                latents = place_subjects(model, draw, start, latents, prompts, generator)
+                latents = self.placement(model, draw, start, latents, prompts, generator)
             # 5. Decode.
             images = model.autoencoder.decode(latents)
         return images.float().clamp(-1, 1).cpu()

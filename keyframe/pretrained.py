@@ -33,6 +33,7 @@ from keyframe.files import load_checkpoint
 from keyframe.model import KeyframeConfig, KeyframeModel
 from keyframe.module import KeyframeModule
 from keyframe.pipeline import KeyframePipeline
+from keyframe.placement import placement_for
 
 WEIGHTS_NAME, CONFIG_NAME = hub.WEIGHTS_NAME, hub.CONFIG_NAME
 FORMAT_VERSION = 1
@@ -274,8 +275,10 @@ def load_stage(
 
 
 def load_keyframe(path: Path, device: str | torch.device = "cpu") -> KeyframePipeline:
-    """The `keyframe` kind's loader: a KeyframePipeline from a folder or .ckpt."""
-    return KeyframePipeline(load_stage(path, KeyframeModule, KeyframeConfig, KeyframeModel, device))
+    """The `keyframe` kind's loader: a KeyframePipeline from a folder or .ckpt, with the
+    plug-ins its config asks for (keyframe.placement)."""
+    model = load_stage(path, KeyframeModule, KeyframeConfig, KeyframeModel, device)
+    return KeyframePipeline(model, placement_for(model.config))
 
 
 def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):

@@ -60,28 +60,32 @@ def test_images_and_sidecars_that_reproduce_them(model_dir, tmp_path, capsys):
     assert np.array_equal(read_image(tmp_path / "again.png"), images[1])
 
 
+def test_place_on_a_model_without_the_plug_in_is_refused(model_dir, tmp_path, capsys):
+    assert draw(model_dir, tmp_path / "p.png", "--place", "--seed", "1") == 2
+    err = capsys.readouterr().err
+    assert "--place: model" in err and "no placement plug-in" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p.png").exists()
+
+
+@pytest.fixture(scope="module")
+def placing_dir(tmp_path_factory):
+    """The tiny model with the placement plug-in (sample_place), as the shapes models have."""
+    torch.manual_seed(0)
+    module = KeyframeModule(**TINY, sample_place=True)
+    return save_pretrained(module, tmp_path_factory.mktemp("placing") / "tiny", fp16=False)
+
+
 @pytest.mark.slow
-def test_place_is_recorded_and_reproduced(model_dir, tmp_path):
+def test_place_is_recorded_and_reproduced(placing_dir, tmp_path):
     out = tmp_path / "placed.png"
     prompt = "a red circle at the top left"
-    assert (
-        main(
-            [
-                "keyframe",
-                prompt,
-                "--out",
-                str(out),
-                "--model",
-                str(model_dir),
-                "--seed",
-                "2",
-                "--place",
-            ]
-        )
-        == 0
-    )
+    argv = ["keyframe", prompt, "--out", str(out), "--model", str(placing_dir), "--seed", "2"]
+    assert main(argv) == 0  # the plug-in's model places by default
     record = json.loads((tmp_path / "placed.png.json").read_text())
     assert record["place"] is True and "--place" in shlex.split(record["command"])
+    plain = ["keyframe", prompt, "--out", str(tmp_path / "plain.png"), "--model", str(placing_dir)]
+    assert main([*plain, "--seed", "2", "--no-place"]) == 0
+    assert json.loads((tmp_path / "plain.png.json").read_text())["place"] is False
     argv = shlex.split(record["command"])
     argv[argv.index("--out") + 1] = str(tmp_path / "again.png")
     assert main(argv[1:]) == 0

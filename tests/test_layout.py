@@ -10,8 +10,8 @@ import torch
 
 from keyframe import layout
 from keyframe.errors import UserError
-from keyframe.inference import place_subjects
 from keyframe.pixels import from_uint8, to_uint8
+from keyframe.placement import place_subjects
 from pipeline.shapes.world import position_word
 from tests.test_keyframe_module import randomised, tiny_module
 
@@ -216,7 +216,7 @@ def test_placement_loop_moves_two_subjects_to_their_own_cells():
 
 @pytest.mark.slow
 def test_place_changes_nothing_without_position_words_and_refuses_anchors():
-    model = randomised(tiny_module())
+    model = randomised(tiny_module(sample_place=True))
     prompts = ["a red circle", "a small green triangle"]
     plain = model.sample(prompts, seed=3, place=False)
     assert torch.equal(model.sample(prompts, seed=3, place=True), plain)
@@ -233,6 +233,15 @@ def test_sample_place_hyperparameter_is_the_default_unless_anchored():
     assert torch.equal(model.sample(prompt, seed=5), model.sample(prompt, seed=5, place=True))
     anchored = model.sample(prompt, seed=5, anchor=0)  # placement off, no error
     assert anchored.shape == (2, 3, 16, 16)
+
+
+def test_only_a_model_with_the_plug_in_places_and_says_so_otherwise():
+    plain = randomised(tiny_module())  # sample_place off: no placement plug-in
+    assert plain.pipeline().placement is None
+    with pytest.raises(UserError, match="place: this model has no placement plug-in"):
+        plain.sample(["a red circle at the top left"], seed=1, steps=1, place=True)
+    assert plain.sample(["a red circle"], seed=1, steps=1).shape == (1, 3, 16, 16)
+    assert tiny_module(sample_place=True).pipeline().placement is place_subjects
 
 
 def test_pixels_round_trip_and_clip():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from interpolate.module import InterpolateModule
+from interpolate.pipeline import InterpolatePipeline
 from keyframe.autoencoder_files import load_autoencoder
 from keyframe.pretrained import from_pretrained
 from pipeline import baselines
@@ -89,13 +89,13 @@ def test_shipped_keyframe_model_places_two_subjects_each_in_its_cell(keyframes):
 
 @pytest.fixture(scope="module")
 def interpolator():
-    return InterpolateModule.from_pretrained("shapes")
+    return InterpolatePipeline.from_pretrained("shapes")
 
 
 @pytest.mark.slow
 def test_shipped_interpolator_uses_its_keys(interpolator):
     model = interpolator
-    assert model.hparams.num_frames == 17 and model.autoencoder.factor == 4
+    assert model.config.num_frames == 17 and model.model.autoencoder.factor == 4
     clips = tween_clips(4, 64, 9, seed=SEED)
     table = eval_tween(model_tween(model, steps=10, init="noise"), clips, gaps=[2, 4])
     print("shipped interpolator on 4 clips:", table)
@@ -105,7 +105,7 @@ def test_shipped_interpolator_uses_its_keys(interpolator):
 
 @pytest.mark.slow
 def test_shipped_interpolator_beats_flow_from_its_flow_init(interpolator):
-    assert interpolator.hparams.sample_init == "flow"  # the shipped default
+    assert interpolator.config.sample_init == "flow"  # the shipped default
     clips = tween_clips(4, 64, 17, seed=SEED)
     ours = eval_tween(model_tween(interpolator, steps=10), clips, gaps=[8])[8]
     flow = eval_tween(baselines.flow_warp, clips, gaps=[8])[8]

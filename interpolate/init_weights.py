@@ -56,7 +56,7 @@ def load_keyframe_weights(model: InterpolateModule, path: str) -> dict[str, list
         if text_prefix is not None:
             error = f"model.init_from: {path}: text tower does not fit"
             load_sub_state(model.text, state, text_prefix, error)
-    model._make_ema()
+    model.start_ema()
     return {"missing": result.missing_keys}
 
 
@@ -72,7 +72,7 @@ def load_interpolation_weights(
             continue
         error = f"model.init_from: {path}: interpolation weights do not fit"
         load_sub_state(target, state, prefix, error)
-    model._make_ema()
+    model.start_ema()
     return {"missing": []}
 
 

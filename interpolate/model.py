@@ -11,15 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from interpolate import inference
 from interpolate.network import video_unet
 from keyframe.autoencoder import Autoencoder
 from keyframe.diffusion import Denoiser
-from keyframe.model import StageConfig
-from keyframe.stage import assemble, run_text, stage_autoencoder, text_encoder
-from keyframe.text import TextEncoder
+from keyframe.model import StageConfig, StageModel
+from keyframe.stage import run_text, stage_autoencoder, text_encoder
 
 
 @dataclass
@@ -42,7 +40,7 @@ class InterpolateConfig(StageConfig):
     sample_init_sigma: float = 0.3
 
 
-class InterpolateModel(nn.Module):
+class InterpolateModel(StageModel):
     """Frame-conditioned video diffusion (EDM) in the latent space of a frozen autoencoder.
 
     `autoencoder`: the frozen autoencoder to use (a loaded model folder brings its own); None
@@ -59,31 +57,6 @@ class InterpolateModel(nn.Module):
         self.text = text_encoder(hp) if config.text_conditioning else None
         net = video_unet(hp, self.autoencoder.latent_channels, self.text)
         self.denoiser = Denoiser(net, config.sigma_data)
-
-    @classmethod
-    def from_parts(
-        cls,
-        config: InterpolateConfig,
-        autoencoder: Autoencoder,
-        text: TextEncoder | None,
-        net: nn.Module,
-    ) -> InterpolateModel:
-        """A model made of existing parts (no copy): a trainer's EMA weights as a model."""
-        return assemble(cls.__new__(cls), config, autoencoder, text, net)
-
-    @property
-    def latent_channels(self) -> int:
-        return self.autoencoder.latent_channels
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.denoiser.parameters()).device
-
-    def train(self, mode: bool = True) -> InterpolateModel:
-        """The frozen autoencoder stays in eval mode."""
-        super().train(mode)
-        self.autoencoder.eval()
-        return self
 
     def encode_text(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Cross-attention conditioning {context, context_mask, pooled}; {} without text."""

@@ -10,15 +10,11 @@ interpolate.pipeline's; the `interpolate` kind's saver and loader are at the end
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch import nn
 
 from interpolate import init_weights
 from interpolate.masks import draw_mask
@@ -29,20 +25,23 @@ from interpolate.pipeline import InterpolatePipeline
 from keyframe import hub, pretrained
 from keyframe import latents as latent_cache
 from keyframe.autoencoder_files import autoencoder_record
-from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
+from keyframe.diffusion import drop_conditioning, sample_training_sigmas
+from keyframe.errors import UserError
 from keyframe.latents import latent_batch
-from keyframe.stage import adamw_with_warmup, ema_copies, lerp_ema
+from keyframe.stage import adamw_with_warmup
+from keyframe.trainer import StageTrainer
 
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
-_MOVED_PARTS = ("autoencoder.", "text.", "denoiser.")  # under "model." since the model split
 
 
-class InterpolateModule(L.LightningModule):
+class InterpolateModule(StageTrainer):
     """Frame-conditioned video diffusion (EDM) in the latent space of a frozen frame autoencoder.
 
-    U-Net arguments match KeyframeModule's, so a keyframe model's weights load via `init_from`
+    The arguments are the training options below and, as keywords, the network's options (the
+    fields of interpolate.model.InterpolateConfig; the U-Net's and text tower's are the keyframe
+    stage's, StageConfig), so a keyframe model's weights load via `init_from`
     (a keyframe .ckpt, or a folder / .safetensors file of its weights; an interpolation .ckpt
     continues from all its live weights). `new_layers_lr` trains the layers a keyframe model
     lacks (temporal, fps, input conv) at their own learning rate. Temporal layers:
@@ -57,36 +56,13 @@ class InterpolateModule(L.LightningModule):
     with a `motion/` prior (interpolate.motion) hands it to its pipeline as `motion_prior`.
     """
 
+    CONFIG = InterpolateConfig  # the network's options
+
     def __init__(
         self,
-        image_size: int = 64,
-        num_frames: int = 16,
-        autoencoder: str = "identity",
-        model_channels: int = 64,
-        channel_mult: Sequence[int] = (1, 2, 2),
-        num_res_blocks: int = 2,
-        attention_levels: Sequence[int] = (1, 2),
-        num_heads: int = 4,
-        dropout: float = 0.0,
-        gradient_checkpointing: bool = False,
-        position_bands: int = 0,
-        temporal_attention: bool = True,
-        temporal_heads: int = 4,
-        max_relative_distance: int = 16,
-        text_conditioning: bool = False,
-        text_model_name: str | None = None,
-        text_pretrained: str | None = None,
-        text_width: int = 256,
-        text_layers: int = 4,
-        text_heads: int = 4,
-        text_context_length: int = 77,
-        text_vocab_size: int = 49408,
-        train_text: bool = True,
-        cond_drop_rate: float = 0.1,
-        fps_conditioning: bool = True,
         mask_weights: dict[str, float] | None = None,
         min_frames: int = 3,
-        sigma_data: float = 0.5,
+        cond_drop_rate: float = 0.1,
         p_mean: float = -1.2,
         p_std: float = 1.2,
         lr: float = 1e-4,
@@ -94,78 +70,22 @@ class InterpolateModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         ema_decay: float = 0.999,
-        sample_steps: int = 25,
-        sample_guidance: float = 1.0,
-        sample_sampler: str = "dpmpp_2m",
-        sample_fps: float = 24.0,
-        context_frames: int = 2,
-        sample_init: str = "noise",
-        sample_init_sigma: float = 0.3,
         init_from: str | None = None,
+        **network: Any,
     ):
         super().__init__()
         self.save_hyperparameters()
+        try:  # the network's options: InterpolateConfig's fields (LightningCLI reads them there)
+            config = InterpolateConfig(**network)
+        except TypeError as err:
+            raise UserError(f"model: {err}") from None
+        self.hparams.update({k: v for k, v in config.to_dict().items() if k not in network})
         self.mask_weights = check_interpolate_options(self.hparams)
-        self.model = InterpolateModel(InterpolateConfig.from_dict(self.hparams))
-        net, text = self.model.denoiser.net, self.model.text
-        self.ema_net, self.ema_text = ema_copies(net, text) if ema_decay > 0 else (None, None)
+        self.model = InterpolateModel(config)
+        self.start_ema()
         self._initialised = init_from is None
 
-    # ---- pieces other code uses ---------------------------------------------------------------
-
-    @property
-    def autoencoder(self):
-        return self.model.autoencoder
-
-    @property
-    def text(self):
-        return self.model.text
-
-    @property
-    def denoiser(self) -> Denoiser:
-        return self.model.denoiser
-
-    @property
-    def latent_channels(self) -> int:
-        return self.model.latent_channels
-
-    @property
-    def size_multiple(self) -> int:
-        return self.model.size_multiple
-
-    def _make_ema(self) -> None:
-        """(Re)start the EMA copies from the live weights."""
-        if self.hparams.ema_decay > 0:
-            self.ema_net, self.ema_text = ema_copies(self.denoiser.net, self.text)
-
-    def train(self, mode: bool = True) -> InterpolateModule:
-        """The frozen autoencoder and the EMA copies stay in eval mode."""
-        super().train(mode)
-        for frozen in (self.autoencoder, self.ema_net, self.ema_text):
-            if frozen is not None:
-                frozen.eval()
-        return self
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        params = list(self.denoiser.parameters())
-        if self.text is not None and not self.text.frozen:
-            params += list(self.text.parameters())
-        return params
-
-    def sampling_model(self) -> InterpolateModel:
-        """The model with the EMA weights (the trained ones where EMA is off), sharing them."""
-        if self.ema_net is None and self.ema_text is None:
-            return self.model
-        return InterpolateModel.from_parts(
-            self.model.config,
-            self.model.autoencoder,
-            self.ema_text if self.ema_text is not None else self.model.text,
-            self.ema_net if self.ema_net is not None else self.model.denoiser.net,
-        )
-
-    def sampling_denoiser(self) -> Denoiser:
-        """The Denoiser with the EMA network (the trained one if EMA is off)."""
-        return self.sampling_model().denoiser
+    # ---- sampling with the EMA weights (the rest of the EMA: keyframe.trainer) -----------------
 
     def pipeline(self) -> InterpolatePipeline:
         """An InterpolatePipeline on the EMA weights (shared, not copied), no motion prior."""
@@ -256,32 +176,11 @@ class InterpolateModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
 
-    def ema_decay_at(self, step: int) -> float:
-        """EMA decay with warm-up, min(ema_decay, (1 + step) / (10 + step))."""
-        return min(self.hparams.ema_decay, (1 + step) / (10 + step))
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        weight = 1.0 - self.ema_decay_at(self.global_step)
-        lerp_ema(((self.ema_net, self.denoiser.net), (self.ema_text, self.text)), weight)
-
     def on_fit_start(self) -> None:
         latent_cache.prepare(self, self.trainer.datamodule)
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        # Right after each optimizer step, before any callback runs: a checkpoint saved at this
-        # step (ModelCheckpoint runs before a module's on_train_batch_end) holds its EMA.
-        super().optimizer_step(*args, **kwargs)
-        self.update_ema()
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["autoencoder_config"] = autoencoder_record(self.autoencoder)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Checkpoints written before the network moved into `model` name its parts at the top.
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith(_MOVED_PARTS)]:
-            state["model." + key] = state.pop(key)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         generator = torch.Generator().manual_seed(VAL_SEED + batch_idx)
@@ -321,7 +220,7 @@ def save_interpolate(
     fp16 if asked, int8 weight matrices if `int8`), `config.json`, and a pipeline's motion prior
     (if any) in `motion/`; atomically. A trainer saves its EMA weights and hyperparameters."""
     if isinstance(model, InterpolateModule):
-        names = inspect.signature(InterpolateModule).parameters
+        names = InterpolateModule.option_names()
         hparams = {k: v for k, v in model.hparams.items() if k in names}
         model = model.pipeline()
     else:
@@ -338,7 +237,5 @@ def save_interpolate(
 def load_interpolate(path: Path, device: str | torch.device = "cpu") -> InterpolatePipeline:
     """The `interpolate` kind's loader: an InterpolatePipeline from a folder or a training .ckpt
     (keyframe.pretrained.load_stage); a folder's `motion/` prior is its `motion_prior` plug-in."""
-    model = pretrained.load_stage(
-        path, InterpolateModule, InterpolateConfig, InterpolateModel, device
-    )
+    model = pretrained.load_stage(path, InterpolateModule, InterpolateModel, device)
     return InterpolatePipeline(model, model_prior(path) if path.is_dir() else None)

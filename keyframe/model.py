@@ -18,7 +18,7 @@ from keyframe.autoencoder import Autoencoder
 from keyframe.diffusion import Denoiser
 from keyframe.errors import UserError
 from keyframe.network import keyframe_unet
-from keyframe.stage import assemble, run_text, stage_autoencoder, text_encoder
+from keyframe.stage import run_text, stage_autoencoder, text_encoder
 from keyframe.text import TextEncoder
 
 MAX_SIZE_FACTOR = 4  # sampling sides up to 4x the training size (the cost grows as its square)
@@ -95,7 +95,44 @@ def words_only(mask: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-class KeyframeModel(nn.Module):
+class StageModel(nn.Module):
+    """What both stages' models share: `config`, a frozen `autoencoder`, a `text` tower (or None)
+    and the `denoiser`; building one from existing parts (a trainer's EMA weights)."""
+
+    config: StageConfig
+    autoencoder: Autoencoder
+    text: TextEncoder | None
+    denoiser: Denoiser
+    size_multiple: int
+
+    @classmethod
+    def from_parts(
+        cls, config: StageConfig, autoencoder: Autoencoder, text, net: nn.Module
+    ) -> StageModel:
+        """A model made of existing parts (no copy): a trainer's EMA weights as a model."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.config, model.autoencoder, model.text = config, autoencoder, text
+        model.size_multiple = autoencoder.factor * 2 ** (len(config.channel_mult) - 1)
+        model.denoiser = Denoiser(net, config.sigma_data)
+        return model
+
+    @property
+    def latent_channels(self) -> int:
+        return self.autoencoder.latent_channels
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def train(self, mode: bool = True) -> StageModel:
+        """The frozen autoencoder stays in eval mode."""
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+
+class KeyframeModel(StageModel):
     """Text-to-image diffusion (EDM) in the latent space of a frozen frame autoencoder.
 
     `autoencoder`: the frozen autoencoder to use (a loaded model folder brings its own); None
@@ -112,27 +149,6 @@ class KeyframeModel(nn.Module):
         self.denoiser = Denoiser(
             keyframe_unet(hp, self.autoencoder.latent_channels, self.text), config.sigma_data
         )
-
-    @classmethod
-    def from_parts(
-        cls, config: KeyframeConfig, autoencoder: Autoencoder, text: TextEncoder, net: nn.Module
-    ) -> KeyframeModel:
-        """A model made of existing parts (no copy): a trainer's EMA weights as a model."""
-        return assemble(cls.__new__(cls), config, autoencoder, text, net)
-
-    @property
-    def latent_channels(self) -> int:
-        return self.autoencoder.latent_channels
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.denoiser.parameters()).device
-
-    def train(self, mode: bool = True) -> KeyframeModel:
-        """The frozen autoencoder stays in eval mode."""
-        super().train(mode)
-        self.autoencoder.eval()
-        return self
 
     def encode_text(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """U-Net conditioning for prompts: {context, context_mask, pooled}."""

@@ -14,13 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch import nn
 
 from keyframe import latents as latent_cache
 from keyframe.autoencoder_files import autoencoder_record
-from keyframe.diffusion import Denoiser, drop_conditioning, sample_training_sigmas
+from keyframe.diffusion import drop_conditioning, sample_training_sigmas
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
 from keyframe.init_weights import find_prefix, load_sub_state, read_state
@@ -29,25 +27,24 @@ from keyframe.model import KeyframeConfig, KeyframeModel
 from keyframe.network import check_keyframe_options
 from keyframe.pipeline import KeyframePipeline
 from keyframe.placement import placement_for
-from keyframe.stage import adamw_with_warmup, ema_copies, lerp_ema
+from keyframe.stage import adamw_with_warmup
+from keyframe.trainer import StageTrainer
 from keyframe.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary, words_of
 
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # fixed noise levels of the validation loss
 VAL_SEED = 0  # validation noise and sample grids use fixed seeds, so runs compare step to step
-_MOVED_PARTS = (
-    "autoencoder.",
-    "text.",
-    "denoiser.",
-)  # under "model." since the model/trainer split
 
 
-class KeyframeModule(L.LightningModule):
+class KeyframeModule(StageTrainer):
     """Text-to-image diffusion (EDM) in the latent space of a frozen frame autoencoder.
 
-    `autoencoder` is "identity" (pixel space) or anything `load_autoencoder` reads. The text
-    tower is a pretrained open_clip tower (`text_model_name` + local `text_pretrained` file) or a
-    small tower trained from scratch (`text_width`, `text_layers`, ...; a `text_vocab_size` below
-    49408 hashes CLIP's token ids into that many rows). `ema_decay` 0 turns the EMA copy off.
+    The arguments are the training options below and, as keywords, the network's options (the
+    fields of keyframe.model.KeyframeConfig: one list, shared with the interpolation stage
+    through StageConfig; configs and the CLI name them as before). `autoencoder` is "identity"
+    (pixel space) or anything `load_autoencoder` reads. The text tower is a pretrained open_clip
+    tower (`text_model_name` + local `text_pretrained` file) or a small tower trained from
+    scratch (`text_width`, `text_layers`, ...; a `text_vocab_size` below 49408 hashes CLIP's
+    token ids into that many rows). `ema_decay` 0 turns the EMA copy off.
     `position_bands` > 0 gives the attention blocks pixel-position features (prompts with layout).
     `pooled_drop_rate` zeroes the pooled text embedding of that share of training samples (their
     prompt then reaches the U-Net through cross-attention alone, the path that can place things).
@@ -61,105 +58,37 @@ class KeyframeModule(L.LightningModule):
     (keyframe.vocabulary; under DDP, the words rank 0 saw).
     """
 
+    CONFIG = KeyframeConfig  # the network's options
+
     def __init__(
         self,
-        image_size: int = 64,
-        autoencoder: str = "identity",
-        model_channels: int = 64,
-        channel_mult: Sequence[int] = (1, 2, 2),
-        num_res_blocks: int = 2,
-        attention_levels: Sequence[int] = (1, 2),
-        num_heads: int = 4,
-        dropout: float = 0.0,
-        gradient_checkpointing: bool = False,
-        position_bands: int = 0,
-        text_model_name: str | None = None,
-        text_pretrained: str | None = None,
-        text_width: int = 256,
-        text_layers: int = 4,
-        text_heads: int = 4,
-        text_context_length: int = 77,
-        text_vocab_size: int = 49408,
-        text_embed_std: float | None = None,
-        train_text: bool = True,
-        sigma_data: float = 0.5,
         p_mean: float = -1.2,
         p_std: float = 1.2,
         cond_drop_rate: float = 0.1,
         pooled_drop_rate: float = 0.0,
-        cross_attend_words: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         ema_decay: float = 0.999,
-        sample_steps: int = 30,
-        sample_guidance: float = 5.0,
-        sample_sampler: str = "dpmpp_2m",
-        sample_place: bool = False,
         val_prompts: Sequence[str] = (),
         init_from: str | None = None,
+        **network: Any,
     ):
         super().__init__()
         self.save_hyperparameters()
+        try:  # the network's options: KeyframeConfig's fields (LightningCLI reads them there)
+            config = KeyframeConfig(**network)
+        except TypeError as err:
+            raise UserError(f"model: {err}") from None
+        self.hparams.update({k: v for k, v in config.to_dict().items() if k not in network})
         check_keyframe_options(self.hparams)
-        self.model = KeyframeModel(KeyframeConfig.from_dict(self.hparams))
-        net, text = self.model.denoiser.net, self.model.text
-        self.ema_net, self.ema_text = ema_copies(net, text) if ema_decay > 0 else (None, None)
+        self.model = KeyframeModel(config)
+        self.start_ema()
         self._initialised = False
         self.trained_words: set[str] = set()  # words of the captions trained on
         self.trained_subjects: set[str] | None = None  # subjects the init_from model recorded
 
-    # ---- pieces other code uses ---------------------------------------------------------------
-
-    @property
-    def autoencoder(self):
-        return self.model.autoencoder
-
-    @property
-    def text(self):
-        return self.model.text
-
-    @property
-    def denoiser(self) -> Denoiser:
-        return self.model.denoiser
-
-    @property
-    def latent_channels(self) -> int:
-        return self.model.latent_channels
-
-    @property
-    def size_multiple(self) -> int:
-        return self.model.size_multiple
-
-    def train(self, mode: bool = True) -> KeyframeModule:
-        """The frozen autoencoder and the EMA copies stay in eval mode."""
-        super().train(mode)
-        for frozen in (self.autoencoder, self.ema_net, self.ema_text):
-            if frozen is not None:
-                frozen.eval()
-        return self
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """The U-Net's parameters, and the text tower's when it trains."""
-        params = list(self.denoiser.parameters())
-        if not self.text.frozen:
-            params += list(self.text.parameters())
-        return params
-
-    def sampling_model(self) -> KeyframeModel:
-        """The model with the EMA weights (the trained ones where EMA is off), sharing them."""
-        if self.ema_net is None and self.ema_text is None:
-            return self.model
-        return KeyframeModel.from_parts(
-            self.model.config,
-            self.model.autoencoder,
-            self.ema_text if self.ema_text is not None else self.model.text,
-            self.ema_net if self.ema_net is not None else self.model.denoiser.net,
-        )
-
-    def sampling_denoiser(self) -> Denoiser:
-        """The Denoiser with the EMA U-Net (the trained one if EMA is off)."""
-        return self.sampling_model().denoiser
+    # ---- sampling with the EMA weights (the rest of the EMA: keyframe.trainer) -----------------
 
     def pipeline(self) -> KeyframePipeline:
         """A KeyframePipeline on the EMA weights (shared, not copied) with the plug-ins the
@@ -197,17 +126,6 @@ class KeyframeModule(L.LightningModule):
         loss = self.denoiser.loss(latents, sigma, **cond)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(latents))
         return loss
-
-    def ema_decay_at(self, step: int) -> float:
-        """EMA decay with warm-up, min(ema_decay, (1 + step) / (10 + step)): early weights are
-        forgotten quickly, so short runs get a usable average too."""
-        return min(self.hparams.ema_decay, (1 + step) / (10 + step))
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """ema <- lerp(ema, live, 1 - decay) for every EMA'd parameter; buffers are copied."""
-        weight = 1.0 - self.ema_decay_at(self.global_step)
-        lerp_ema(((self.ema_net, self.denoiser.net), (self.ema_text, self.text)), weight)
 
     def setup(self, stage: str) -> None:
         # Before Lightning restores a resumed checkpoint, which then replaces these weights.
@@ -262,12 +180,6 @@ class KeyframeModule(L.LightningModule):
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         latent_cache.prepare(self, self.trainer.datamodule)
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        # Right after each optimizer step (so also under gradient accumulation), before any
-        # callback runs: a checkpoint saved at this step holds the EMA of this step.
-        super().optimizer_step(*args, **kwargs)
-        self.update_ema()
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The autoencoder's architecture (its weights are in the state dict), so a checkpoint
         # loads without the file the autoencoder came from.
@@ -277,10 +189,7 @@ class KeyframeModule(L.LightningModule):
             checkpoint["vocabulary"] = vocabulary.to_json("captions trained on")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Checkpoints written before the network moved into `model` name its parts at the top.
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith(_MOVED_PARTS)]:
-            state["model." + key] = state.pop(key)
+        super().on_load_checkpoint(checkpoint)
         # Resuming: the words trained on before (the run's init_from model's among them).
         record = checkpoint.get("vocabulary")
         if record is not None:

@@ -11,7 +11,6 @@ their only weights (EMA off), in eval mode. Load and save through keyframe.hub
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from keyframe.autoencoder_files import (
 )
 from keyframe.errors import UserError
 from keyframe.files import load_checkpoint
-from keyframe.model import KeyframeConfig, KeyframeModel
+from keyframe.model import KeyframeModel
 from keyframe.module import KeyframeModule
 from keyframe.pipeline import KeyframePipeline
 from keyframe.placement import placement_for
@@ -256,16 +255,14 @@ def _with_weights(model: M, ae_record: Any, weights: Mapping, path: Path) -> M:
     return model.requires_grad_(False).float().eval()
 
 
-def load_stage(
-    path: Path, trainer: type, config_cls: type, model_cls: type[M], device: Any = "cpu"
-) -> M:
-    """A stage model (`model_cls` from `config_cls`) ready to sample, from a folder or .ckpt
-    written for `trainer` (its class): the sampling weights its only weights, float32, frozen,
+def load_stage(path: Path, trainer: type, model_cls: type[M], device: Any = "cpu") -> M:
+    """A stage model (`model_cls` from the trainer's CONFIG) ready to sample, from a folder or
+    .ckpt written for `trainer` (its class): the sampling weights its only weights, float32, frozen,
     in eval mode, on `device`. Training options among the hyperparameters are ignored; nothing
     is read from the files it was trained with (the text tower's weights come from the file)."""
     hparams, ae_record, weights = read_model(path, trainer.__name__)
-    _check_known(hparams, config_cls.names() | set(inspect.signature(trainer).parameters), path)
-    config = config_cls.from_dict(hparams).replace(text_pretrained=None)
+    _check_known(hparams, trainer.option_names(), path)
+    config = trainer.CONFIG.from_dict(hparams).replace(text_pretrained=None)
     ae = build_autoencoder(ae_record, path) if ae_record is not None else None
     try:
         model = model_cls(config, ae)
@@ -277,7 +274,7 @@ def load_stage(
 def load_keyframe(path: Path, device: str | torch.device = "cpu") -> KeyframePipeline:
     """The `keyframe` kind's loader: a KeyframePipeline from a folder or .ckpt, with the
     plug-ins its config asks for (keyframe.placement)."""
-    model = load_stage(path, KeyframeModule, KeyframeConfig, KeyframeModel, device)
+    model = load_stage(path, KeyframeModule, KeyframeModel, device)
     return KeyframePipeline(model, placement_for(model.config))
 
 

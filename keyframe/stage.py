@@ -1,6 +1,5 @@
-"""Building blocks both stages are made of: the frozen autoencoder, the text tower, a model from
-existing parts (KeyframeModel, InterpolateModel), and their trainers' EMA copies, training checks
-and optimizer."""
+"""Building blocks both stages are made of: the frozen autoencoder, the text tower (and running
+it), and their trainers' EMA copies, training checks and optimizer."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from torch import nn
 
 from keyframe.autoencoder import Autoencoder
 from keyframe.autoencoder_files import load_autoencoder
-from keyframe.diffusion import Denoiser
 from keyframe.errors import UserError
 from keyframe.text import TextEncoder
 
@@ -114,13 +112,3 @@ def run_text(text: TextEncoder, prompts: Sequence[str]) -> tuple[torch.Tensor, .
     frozen = text.frozen or not any(p.requires_grad for p in text.parameters())
     with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
         return text(list(prompts))
-
-
-def assemble(model: nn.Module, config: Any, autoencoder: Autoencoder, text, net: nn.Module):
-    """`model` (a stage model made with cls.__new__) made of existing parts, not copies: how a
-    trainer's EMA weights become a model to sample with."""
-    nn.Module.__init__(model)
-    model.config, model.autoencoder, model.text = config, autoencoder, text
-    model.size_multiple = autoencoder.factor * 2 ** (len(config.channel_mult) - 1)
-    model.denoiser = Denoiser(net, config.sigma_data)
-    return model

@@ -54,7 +54,7 @@ def _model_arguments(config: dict[str, Any], cls: type) -> dict[str, Any]:
     """The config's model section plus the values LightningCLI links from `data:`."""
     model = dict(config["model"])
     data = config.get("data") or {}
-    names = inspect.signature(cls).parameters
+    names = cls.option_names()
     if "image_size" in names and "size" in data:
         model.setdefault("image_size", data["size"])
     if "num_frames" in names and "num_frames" in data:

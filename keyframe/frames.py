@@ -12,10 +12,9 @@ import torch
 from einops import rearrange
 
 from keyframe.errors import UserError
-from keyframe.image_decode import decode_image
+from keyframe.image_decode import IMAGE_SUFFIXES, decode_image, image_files
 from keyframe.media import read_video_file, video_file_info
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v"})
 
 
@@ -40,15 +39,11 @@ def read_image(path: str | Path | io.BytesIO) -> np.ndarray:
     return decode_image(data, path)
 
 
-def _frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def video_info(path: str | Path) -> tuple[int, float | None]:
     """(frame count, fps) as the container reports them; a frame folder has no fps."""
     path = Path(path)
     if path.is_dir():
-        return len(_frame_files(path)), None
+        return len(image_files(path)), None
     return video_file_info(path)
 
 
@@ -67,7 +62,7 @@ def read_video(
     path = Path(path)
     frames: list[np.ndarray] = []
     if path.is_dir():
-        files = _frame_files(path)[start::stride]
+        files = image_files(path)[start::stride]
         frames = [read_image(f) for f in files[: None if count is None else count]]
     else:
         return read_video_file(path, start, count, stride)

@@ -1,8 +1,10 @@
-"""The one still-image decoder (bytes -> uint8 RGB) of training, inference and eval: OpenCV
-only, no torch, so the CLI starts fast and every stage sees the same pixels."""
+"""Still images as training, inference and eval all read them: which files are images, the
+order of numbered frames (natural: frame_2 before frame_10), and the one decoder (bytes -> uint8
+RGB). OpenCV only, no torch, so the CLI starts fast and every stage sees the same pixels."""
 
 from __future__ import annotations
 
+import re
 from contextlib import suppress
 from pathlib import Path
 
@@ -10,6 +12,26 @@ import cv2
 import numpy as np
 
 from keyframe.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key putting ``key2`` before ``key10`` (digit runs compare as numbers)."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)), name
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly inside `folder` in natural order; hidden files are skipped: the
+    frames of a frame folder, in the order every reader takes them."""
+    paths = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+    return sorted(paths, key=lambda p: natural_key(p.name))
+
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 

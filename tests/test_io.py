@@ -337,3 +337,48 @@ def test_training_and_inference_decode_stills_to_the_same_pixels(tmp_path):
     assert io.read_image(tmp_path / "r.jpg").shape == (32, 16, 3)  # turned upright
     white = io.read_image(tmp_path / "a.png")[rgba16[..., 3] == 0]
     assert (white == 255).all()  # transparent pixels read as white paper
+
+
+def test_training_inference_and_eval_decode_videos_to_the_same_pixels(tmp_path):
+    """One video reader (keyframe.media) behind training data (both stages' datasets and the
+    general interpolator's), `tween`'s reader and the eval's: an H.264 MP4 and a lossless MPNG
+    AVI (the datasets' clips) read alike, the AVI exactly as written."""
+    from interpolate.general import data as general_data
+    from keyframe.frames import read_video as training_read
+    from pipeline import eval_video
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+    frames = cv2.GaussianBlur(frames.reshape(-1, 48, 3), (5, 5), 2).reshape(5, 32, 48, 3)
+    mp4 = io_video.write_video(tmp_path / "c.mp4", list(frames), fps=12)[0]
+    avi = tmp_path / "c.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter.fourcc(*"MPNG"), 12, (48, 32))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    for path in (mp4, avi):
+        inference, fps = io_video.read_video_frames(path)
+        assert fps == 12 and inference.shape == (5, 32, 48, 3)
+        assert np.array_equal(training_read(path), inference), path.name
+        assert np.array_equal(general_data.read_video_file(str(path)), inference), path.name
+        assert np.array_equal(eval_video.read_video_file(path), inference), path.name
+    assert np.array_equal(io_video.read_video_frames(avi)[0], frames)  # lossless: exact
+
+
+def test_every_reader_takes_numbered_frames_in_natural_order(tmp_path):
+    """A frame folder numbered without padding (f_2 before f_10): training's frame-folder reader
+    and the inference listing agree, in number order (sorting the names put f_10 before f_2)."""
+    from keyframe.frames import read_video as training_read
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in (1, 2, 10, 11):
+        io.write_png(folder / f"f_{i}.png", np.full((4, 4, 3), i * 10, np.uint8))
+    (folder / ".hidden.png").write_bytes(b"")  # hidden files are not frames
+    assert [p.name for p in io.list_images(folder)] == [
+        "f_1.png",
+        "f_2.png",
+        "f_10.png",
+        "f_11.png",
+    ]
+    assert training_read(folder)[:, 0, 0, 0].tolist() == [10, 20, 100, 110]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from lightning import LightningDataModule
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from interpolate.general.motion import key_flows
 from interpolate.layer_motion import tracks_from_arrays, truth_motion
 from keyframe.errors import UserError
+from keyframe.media import read_video_file
 
 
 def layer_clips(folder: str | Path) -> list[dict]:
@@ -47,21 +47,6 @@ def layer_clips(folder: str | Path) -> list[dict]:
     return records
 
 
-def read_frames(path: str) -> np.ndarray:
-    """All frames of a (small, lossless) clip: (f, h, w, 3) uint8 RGB."""
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise UserError(f"{path}: no frames could be read")
-    return np.stack(frames)
-
-
 def _window(rng: np.random.Generator, count: int, max_gap: int, run: int):
     """(left key, right key, in-between frame numbers) for a clip of `count` frames."""
     gap = int(rng.integers(2, min(max_gap, count - 1) + 1))
@@ -72,7 +57,7 @@ def _window(rng: np.random.Generator, count: int, max_gap: int, run: int):
 
 def make_window(record: dict, rng: np.random.Generator, run: int, max_gap: int, crop: int):
     """One training window from one clip record, as a dict of tensors (see the module doc)."""
-    frames = read_frames(record["path"])
+    frames = read_video_file(record["path"])  # the one video reader (keyframe.media)
     with np.load(record["motion"], allow_pickle=False) as motion:
         ids = motion["ids"]
         tracks = tracks_from_arrays(motion["sizes"], motion["affine"], motion["grid"])

@@ -92,6 +92,12 @@ def adamw_with_warmup(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+def warmup_decay(decay: float, step: int) -> float:
+    """EMA decay with warm-up, min(decay, (1 + step) / (10 + step)): early weights are forgotten
+    quickly, so short runs get a usable average too."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def lerp_ema(pairs: Iterable[tuple[nn.Module | None, nn.Module | None]], weight: float) -> None:
     """ema <- lerp(ema, live, weight) for each (ema, live) pair with both present; buffers are

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from keyframe.diffusion import Denoiser
-from keyframe.stage import ema_copies, lerp_ema
+from keyframe.stage import ema_copies, lerp_ema, warmup_decay
 
 MOVED_PARTS = ("autoencoder.", "text.", "denoiser.")  # under "model." since the model/trainer split
 
@@ -93,9 +93,8 @@ class StageTrainer(L.LightningModule):
         return self.sampling_model().denoiser
 
     def ema_decay_at(self, step: int) -> float:
-        """EMA decay with warm-up, min(ema_decay, (1 + step) / (10 + step)): early weights are
-        forgotten quickly, so short runs get a usable average too."""
-        return min(self.hparams.ema_decay, (1 + step) / (10 + step))
+        """`ema_decay` with warm-up (keyframe.stage.warmup_decay)."""
+        return warmup_decay(self.hparams.ema_decay, step)
 
     @torch.no_grad()
     def update_ema(self) -> None:

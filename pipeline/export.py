@@ -122,8 +122,8 @@ def _export_motion(checkpoint: str | Path, out: str | Path, fp16: bool, overwrit
 
 
 def _export_general(checkpoint: str | Path, out: str | Path, fp16: bool, overwrite: bool) -> Path:
-    """A GeneralModule .ckpt (its EMA weights: EMAWeightAveraging keeps them in state_dict) ->
-    the general interpolator's folder."""
+    """A GeneralModule .ckpt (its EMA weights, `ema_denoiser.*`; the live ones of a run without
+    EMA) -> the general interpolator's folder."""
     from interpolate.general.model import build_denoiser
     from interpolate.general.pipeline import GeneralInterpolator
     from interpolate.general.trainer import GeneralModule
@@ -132,7 +132,8 @@ def _export_general(checkpoint: str | Path, out: str | Path, fp16: bool, overwri
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
         known = inspect.signature(GeneralModule.__init__).parameters
         module = GeneralModule(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in known})
-        prefix = "denoiser."
+        ema = any(k.startswith("ema_denoiser.") for k in ckpt["state_dict"])
+        prefix = "ema_denoiser." if ema else "denoiser."
         state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         denoiser = build_denoiser(module.config)
         denoiser.load_state_dict(state)

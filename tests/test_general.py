@@ -180,6 +180,16 @@ def test_train_export_and_tween_with_a_general_model(tiny_layers, tmp_path, caps
     assert main(["export", "general", str(ckpt), "--out", str(tmp_path / "model")]) == 0
     pipe = GeneralInterpolator.from_pretrained(tmp_path / "model")
     assert pipe.config.working_size == 64
+    # The checkpoint holds the EMA copy (the stages' one mechanism) and export takes it.
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    exported = pipe.denoiser.state_dict()
+    for name, value in exported.items():
+        torch.testing.assert_close(
+            value.float(), state[f"ema_denoiser.{name}"], atol=1e-3, rtol=1e-3
+        )
+    assert any(
+        not torch.equal(state[f"ema_denoiser.{k}"], state[f"denoiser.{k}"]) for k in exported
+    )
     keys = [moving_square(96, x) for x in (10, 40)]
 
     for i, key in enumerate(keys):

@@ -4,13 +4,15 @@ The target is the residual between the exact motion of a window's in-betweens an
 (interpolate.general.motion): flows to both keys and the blend m = visible in left - visible in
 right. The loss is EDM's (Karras et al. 2022) on that residual, plus an L1 photometric term on the
 frames the denoised motion makes from the keys (weighted towards low noise, where the estimate
-is sharp): the flow only has to be right where it shows. EMA weights come from Lightning's
-EMAWeightAveraging callback (in the config), which keeps them in every checkpoint's state_dict.
+is sharp): the flow only has to be right where it shows. The EMA copy of the network
+(`ema_denoiser`, what export takes) is the diffusion stages' one mechanism (keyframe.trainer):
+held in the module, so in every checkpoint, updated right after each optimizer step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,6 +26,7 @@ from interpolate.general.motion import (
     synthesize,
 )
 from keyframe.diffusion import append_dims
+from keyframe.stage import check_training_options, ema_copies, lerp_ema, warmup_decay
 
 MAX_RESIDUAL = 8.0  # motion units: residuals beyond this (64 px) are clipped in the target
 
@@ -63,6 +66,7 @@ class GeneralModule(L.LightningModule):
         lr: float = 3e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
+        ema_decay: float = 0.999,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +78,21 @@ class GeneralModule(L.LightningModule):
             working_size=working_size, window=window, steps=steps, sigma_start=sigma_start,
         )  # fmt: skip
         self.denoiser = build_denoiser(self.config)
+        check_training_options(0.0, ema_decay)
+        self.ema_denoiser = ema_copies(self.denoiser, None)[0] if ema_decay > 0 else None
+
+    def train(self, mode: bool = True) -> GeneralModule:
+        """The EMA copy stays in eval mode."""
+        super().train(mode)
+        if self.ema_denoiser is not None:
+            self.ema_denoiser.eval()
+        return self
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # As keyframe.trainer's: right after each optimizer step, before any callback runs.
+        super().optimizer_step(*args, **kwargs)
+        weight = 1.0 - warmup_decay(self.hparams.ema_decay, self.global_step)
+        lerp_ema([(self.ema_denoiser, self.denoiser)], weight)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(

@@ -17,7 +17,7 @@ from interpolate.network import video_unet
 from keyframe.autoencoder import Autoencoder
 from keyframe.diffusion import Denoiser
 from keyframe.model import StageConfig, StageModel
-from keyframe.stage import run_text, stage_autoencoder, text_encoder
+from keyframe.stage import run_text, text_encoder
 
 
 @dataclass
@@ -48,12 +48,8 @@ class InterpolateModel(StageModel):
     bound here as methods."""
 
     def __init__(self, config: InterpolateConfig, autoencoder: Autoencoder | None = None):
-        super().__init__()
-        self.config = config
+        super().__init__(config, autoencoder)
         hp = config.to_dict()
-        self.autoencoder, self.size_multiple = stage_autoencoder(
-            config.autoencoder, config.image_size, config.channel_mult, autoencoder
-        )
         self.text = text_encoder(hp) if config.text_conditioning else None
         net = video_unet(hp, self.autoencoder.latent_channels, self.text)
         self.denoiser = Denoiser(net, config.sigma_data)

@@ -11,52 +11,26 @@ interpolate.inbetween's. `motion_prior` is a plug-in the shapes model hands over
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from interpolate.inbetween import interpolate, interpolate_frames
-from interpolate.model import InterpolateConfig, InterpolateModel
+from interpolate.model import InterpolateModel
 from interpolate.motion import MotionPrior
-from keyframe import hub
-from keyframe.sampling_options import sampling_defaults
+from keyframe.pipeline import StagePipeline
 
 
-class InterpolatePipeline:
-    """An InterpolateModel and its plug-ins; see the module docstring."""
+class InterpolatePipeline(StagePipeline):
+    """An InterpolateModel and its plug-ins; see the module docstring. Loading, saving (with
+    `motion/`), config and sampling defaults: keyframe.pipeline.StagePipeline."""
+
+    KIND = "interpolate"
 
     def __init__(self, model: InterpolateModel, motion_prior: MotionPrior | None = None):
         self.model = model
         self.motion_prior = motion_prior
-
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
-    ) -> InterpolatePipeline:
-        """A shipped name (interpolate/weights/), a folder from `save_pretrained`, or a .ckpt."""
-        return hub.from_pretrained(name_or_path, "interpolate", device)
-
-    def save_pretrained(self, folder: str | os.PathLike, **options: Any):
-        """config.json + model.safetensors (+ motion/; options: module.save_interpolate's)."""
-        return hub.save_pretrained(self, folder, **options)
-
-    @property
-    def config(self) -> InterpolateConfig:
-        return self.model.config
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def to(self, device: str | torch.device) -> InterpolatePipeline:
-        self.model.to(device)
-        return self
-
-    def sampling_defaults(self) -> dict[str, Any]:
-        """The model's own steps, guidance and sampler (its config's sample_*)."""
-        return sampling_defaults(self.config)
 
     def frames(self, keys, positions, num_frames: int, **options: Any) -> Iterator[torch.Tensor]:
         """Stream the frames (c, h, w); options: interpolate.inbetween.interpolate's."""

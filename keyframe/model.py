@@ -105,6 +105,15 @@ class StageModel(nn.Module):
     denoiser: Denoiser
     size_multiple: int
 
+    def __init__(self, config: StageConfig, autoencoder: Autoencoder | None = None):
+        """The config and the frozen autoencoder (`autoencoder`, else loaded from
+        `config.autoencoder`); a subclass adds its text tower and denoiser."""
+        super().__init__()
+        self.config = config
+        self.autoencoder, self.size_multiple = stage_autoencoder(
+            config.autoencoder, config.image_size, config.channel_mult, autoencoder
+        )
+
     @classmethod
     def from_parts(
         cls, config: StageConfig, autoencoder: Autoencoder, text, net: nn.Module
@@ -139,12 +148,8 @@ class KeyframeModel(StageModel):
     loads `config.autoencoder` ("identity": pixel space)."""
 
     def __init__(self, config: KeyframeConfig, autoencoder: Autoencoder | None = None):
-        super().__init__()
-        self.config = config
+        super().__init__(config, autoencoder)
         hp = config.to_dict()
-        self.autoencoder, self.size_multiple = stage_autoencoder(
-            config.autoencoder, config.image_size, config.channel_mult, autoencoder
-        )
         self.text = text_encoder(hp)
         self.denoiser = Denoiser(
             keyframe_unet(hp, self.autoencoder.latent_channels, self.text), config.sigma_data

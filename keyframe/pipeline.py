@@ -31,7 +31,7 @@ from keyframe.inference import (
     prompts_and_negatives,
     start_noise,
 )
-from keyframe.model import KeyframeConfig, KeyframeModel
+from keyframe.model import KeyframeModel
 from keyframe.placement import Placement
 from keyframe.sampling import Callback, Generator, randn
 from keyframe.sampling import sample as run_sampler
@@ -43,42 +43,51 @@ NO_PLACEMENT = (
 )
 
 
-class KeyframePipeline:
-    """A KeyframeModel, its plug-ins and the sampling steps. The model is used as it is (a
-    trainer's EMA weights are shared, not copied); `from_pretrained` gives one frozen, in eval
-    mode, with the plug-ins its config asks for. `placement`: keyframe.placement's
-    `place_subjects` or None (then `place=True` is an error)."""
+class StagePipeline:
+    """What both diffusion stages' pipelines share: a stage model (used as it is: a trainer's
+    EMA weights are shared, not copied), loading and saving through keyframe.hub as their
+    `KIND`, and the model's sampling defaults."""
 
-    def __init__(self, model: KeyframeModel, placement: Placement | None = None):
-        self.model = model
-        self.placement = placement
+    KIND = ""  # the keyframe.hub kind
+
+    model: torch.nn.Module
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
-    ) -> KeyframePipeline:
-        """A shipped model's name, a folder written by `save_pretrained`, or a training .ckpt."""
-        return hub.from_pretrained(name_or_path, "keyframe", device)
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
+        """A shipped model's name, a folder written by `save_pretrained`, or a training .ckpt;
+        frozen, in eval mode, with the plug-ins its config asks for."""
+        return hub.from_pretrained(name_or_path, cls.KIND, device)
 
     def save_pretrained(self, folder: str | os.PathLike, **options: Any):
-        """config.json + model.safetensors (options: keyframe.pretrained.save_keyframe's)."""
+        """config.json + model.safetensors (options: the kind's saver's)."""
         return hub.save_pretrained(self, folder, **options)
 
     @property
-    def config(self) -> KeyframeConfig:
+    def config(self):
         return self.model.config
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
-    def to(self, device: str | torch.device) -> KeyframePipeline:
+    def to(self, device: str | torch.device):
         self.model.to(device)
         return self
 
     def sampling_defaults(self) -> dict[str, Any]:
         """The model's own steps, guidance and sampler (its config's sample_*)."""
         return sampling_defaults(self.config)
+
+
+class KeyframePipeline(StagePipeline):
+    """A KeyframeModel, its plug-ins and the sampling steps. `placement`: keyframe.placement's
+    `place_subjects` or None (then `place=True` is an error)."""
+
+    KIND = "keyframe"
+
+    def __init__(self, model: KeyframeModel, placement: Placement | None = None):
+        self.model = model
+        self.placement = placement
 
     def _places(self) -> bool:
         """Whether subjects are placed by default: the model's sample_place, with the plug-in."""

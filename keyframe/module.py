@@ -224,10 +224,12 @@ class KeyframeModule(StageTrainer):
         from torchvision.utils import make_grid
 
         log_dir = self.trainer.log_dir  # a collective call: every rank must make it
-        if self.global_rank != 0:
+        if self.global_rank != 0 and not self.sharded:
             return
         prompts = list(self.hparams.val_prompts)
-        images = self.sample(prompts, seed=VAL_SEED)
+        images = self.sample(prompts, seed=VAL_SEED)  # sharded weights: every rank samples
+        if self.global_rank != 0:
+            return
         grid = make_grid((images + 1) / 2, nrow=min(len(prompts), 8), padding=1, pad_value=1.0)
         logger, step = self.logger, self.global_step
         experiment = getattr(logger, "experiment", None) if logger is not None else None

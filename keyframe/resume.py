@@ -77,6 +77,10 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         if not isinstance(self.sampler, EpochSampler):
             return  # Lightning swapped the sampler (e.g. overfit_batches): start the epoch over
+        if int(state["batches"]) >= len(self):
+            # Saved on the epoch's last batch: Lightning resumes at the next epoch's start (and
+            # sets its sampler epoch), so nothing of it may be skipped.
+            return
         self.sampler.set_epoch(int(state["epoch"]))
         self.sampler.skip = int(state["batches"]) * int(self.batch_size or 1)
         self._resume_at = int(state["batches"])

@@ -105,6 +105,9 @@ def lerp_ema(pairs: Iterable[tuple[nn.Module | None, nn.Module | None]], weight:
     for ema, live in pairs:
         if ema is None or live is None:
             continue
+        for module in (ema, live):  # FSDP2: a root keeps its weights gathered after forward
+            if hasattr(module, "reshard"):
+                module.reshard()
         torch._foreach_lerp_(
             list(ema.parameters()), [p.detach() for p in live.parameters()], weight
         )

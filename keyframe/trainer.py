@@ -35,6 +35,30 @@ class StageTrainer(L.LightningModule):
         names = set(inspect.signature(cls).parameters) - {"network"}
         return names | cls.CONFIG.names()
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the weights are sharded (FSDP2: Lightning's ModelParallelStrategy), so every
+        rank must run each forward pass together."""
+        return getattr(self, "_device_mesh", None) is not None
+
+    def configure_model(self) -> None:
+        """Under Lightning's ModelParallelStrategy (FSDP2), shard the trained network and text
+        tower and their EMA copies alike over the data-parallel ranks: each rank then keeps and
+        updates only its shard of the EMA, which stays exact (the update is elementwise)."""
+        if not self.sharded:
+            return
+        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.tensor import DTensor
+
+        mesh = self.device_mesh["data_parallel"]
+        text = (
+            self.model.text if self.model.text is not None and not self.model.text.frozen else None
+        )
+        for module in (self.model.denoiser.net, text, self.ema_net, self.ema_text):
+            params = list(module.parameters()) if module is not None else []
+            if params and not isinstance(params[0], DTensor):  # configure_model may run twice
+                fully_shard(module, mesh=mesh)
+
     def start_ema(self) -> None:
         """(Re)start the EMA copies from the live weights (none when `ema_decay` is 0)."""
         if self.hparams.ema_decay > 0:

@@ -76,6 +76,26 @@ def test_loader_resumes_mid_epoch_with_the_same_batches_and_draws():
     assert _batches(other) != [b["index"].tolist() for b in expected]
 
 
+def test_a_checkpoint_on_an_epochs_last_batch_resumes_at_the_next_epoch_whole():
+    """Saved after the last batch of epoch 2: Lightning starts epoch 3 on resume (setting the
+    sampler's epoch), and all of epoch 3 must come, as in a run that never stopped (skipping
+    epoch 2's batch count in it lost a whole epoch and shifted every later one)."""
+
+    def loader() -> ResumableLoader:
+        return ResumableLoader(Numbers(), batch_size=3, sampler=EpochSampler(Numbers(), seed=5))
+
+    first = loader()
+    first.sampler.set_epoch(2)
+    assert len(list(first)) == len(first)
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches": len(first)}
+    resumed, whole = loader(), loader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(3)  # what Lightning does at the next epoch's start
+    whole.sampler.set_epoch(3)
+    assert _batches(resumed) == _batches(whole) and len(_batches(whole)) == len(whole)
+
+
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(

@@ -89,13 +89,21 @@ def test_keyframe_configs_instantiate(name, tiny_shapes, tmp_path):
     assert unet < 1_000_000 if name == "tiny" else unet > 5_000_000
 
 
+FSDP2 = [  # Lightning's FSDP2 (fully_shard) strategy, one checkpoint file
+    "--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
+    "--trainer.strategy.save_distributed_checkpoint", "false",
+]  # fmt: skip
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("stage", ["keyframe", "interpolate"])
-def test_two_process_ddp_run(tiny_shapes, tmp_path, stage):
-    """DDP relaunches the command line, so it runs as a child process, not inside pytest."""
+def test_two_process_ddp_and_fsdp_runs(tiny_shapes, tmp_path, stage, strategy):
+    """DDP relaunches the command line, so it runs as a child process, not inside pytest. FSDP2
+    shards the network, text tower and their EMA copies over the two processes (gloo, CPU)."""
+    chosen = ["--trainer.strategy", "ddp"] if strategy == "ddp" else FSDP2
     argv = fit_args(
-        tiny_shapes, tmp_path,
-        "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+        tiny_shapes, tmp_path, "--trainer.devices", "2", "--trainer.accelerator", "cpu", *chosen,
         "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
     )  # fmt: skip
     argv[1], argv[4] = stage, str(ROOT / "configs" / stage / "tiny.yaml")
@@ -111,6 +119,38 @@ def test_two_process_ddp_run(tiny_shapes, tmp_path, stage):
     assert ckpt["global_step"] == 3
     if stage == "keyframe":  # its validation draws a grid of samples
         assert list((tmp_path / "lightning_logs").glob("version_*/samples/step_0000003.png"))
+    state = ckpt["state_dict"]  # whole tensors, EMA copies included, whatever the strategy
+    assert any(k.startswith("ema_net.") for k in state)
+    assert all(type(v) is torch.Tensor for v in state.values())
+
+
+@pytest.mark.slow
+def test_fsdp_run_resumed_at_an_epoch_end_equals_an_uninterrupted_one(tiny_shapes, tmp_path):
+    """Two processes under FSDP2: 2 steps (the checkpoint falls on an epoch's last batch),
+    then resumed to 4, ends bit-identical to 4 steps without a stop: weights, EMA, optimizer."""
+
+    def run(root: Path, steps: int, *extra: str) -> dict:
+        argv = fit_args(
+            tiny_shapes, root, "--trainer.devices", "2", "--trainer.accelerator", "cpu", *FSDP2,
+            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", "2", *extra,
+        )  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *argv],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+    whole = run(tmp_path / "whole", 4)
+    first = run(tmp_path / "stopped", 2)
+    assert first["global_step"] == 2
+    last = str(tmp_path / "stopped" / "checkpoints" / "last.ckpt")
+    resumed = run(tmp_path / "stopped", 4, "--ckpt_path", last)
+    assert (resumed["global_step"], resumed["epoch"]) == (whole["global_step"], whole["epoch"])
+    a, b = whole["state_dict"], resumed["state_dict"]
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} of {len(a)} tensors differ"
 
 
 def test_unknown_config_key_is_a_one_line_error(tiny_shapes, tmp_path, capsys):

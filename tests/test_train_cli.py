@@ -95,6 +95,18 @@ FSDP2 = [  # Lightning's FSDP2 (fully_shard) strategy, one checkpoint file
 ]  # fmt: skip
 
 
+def run_child(argv: list[str], root: Path) -> dict:
+    """`animatic` with argv in a child process (multi-process strategies relaunch the command
+    line); the run's last checkpoint."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *argv],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("stage", ["keyframe", "interpolate"])
@@ -109,13 +121,7 @@ def test_two_process_ddp_and_fsdp_runs(tiny_shapes, tmp_path, stage, strategy):
     argv[1], argv[4] = stage, str(ROOT / "configs" / stage / "tiny.yaml")
     if stage == "interpolate":  # 4 clips: one train clip a process, one validation clip
         argv += ["--data.batch_size", "1", "--data.val_fraction", "0.25"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *argv],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = run_child(argv, tmp_path)
     assert ckpt["global_step"] == 3
     if stage == "keyframe":  # its validation draws a grid of samples
         assert list((tmp_path / "lightning_logs").glob("version_*/samples/step_0000003.png"))
@@ -134,13 +140,7 @@ def test_fsdp_run_resumed_at_an_epoch_end_equals_an_uninterrupted_one(tiny_shape
             tiny_shapes, root, "--trainer.devices", "2", "--trainer.accelerator", "cpu", *FSDP2,
             "--trainer.max_steps", str(steps), "--trainer.val_check_interval", "2", *extra,
         )  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        done = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *argv],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-        return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        return run_child(argv, root)
 
     whole = run(tmp_path / "whole", 4)
     first = run(tmp_path / "stopped", 2)
@@ -151,6 +151,12 @@ def test_fsdp_run_resumed_at_an_epoch_end_equals_an_uninterrupted_one(tiny_shape
     a, b = whole["state_dict"], resumed["state_dict"]
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} of {len(a)} tensors differ"
+    for state_a, state_b in zip(
+        whole["optimizer_states"], resumed["optimizer_states"], strict=True
+    ):
+        for key, values in state_a["state"].items():
+            for name, value in values.items():
+                assert torch.equal(value, state_b["state"][key][name]), (key, name)
 
 
 def test_unknown_config_key_is_a_one_line_error(tiny_shapes, tmp_path, capsys):

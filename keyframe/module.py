@@ -52,10 +52,11 @@ class KeyframeModule(StageTrainer):
     causal tower sums up the whole prompt, and attention that reads only it cannot place things.
     `init_from` starts fitting from another keyframe model's sampling weights (a .ckpt, a
     .safetensors file or an exported folder with the same U-Net and text settings).
-    Sampling defaults: sample_*; `sample_place` places subjects by their prompt's position words
-    (see `sample`). Training records the words of the captions it sees (and those of the
-    `init_from` model) in its checkpoints, for the exported model's vocabulary.json
-    (keyframe.vocabulary; under DDP, the words rank 0 saw).
+    Sampling defaults: sample_*; `sample_place` gives the model the placement plug-in, on by
+    default (keyframe.placement: subjects placed by their prompt's position words). Training
+    records the words of the captions it sees (and those of the `init_from` model) in its
+    checkpoints, for the exported model's vocabulary.json (keyframe.vocabulary; under DDP, the
+    words rank 0 saw).
     """
 
     CONFIG = KeyframeConfig  # the network's options

@@ -120,10 +120,8 @@ class StageModel(nn.Module):
     ) -> StageModel:
         """A model made of existing parts (no copy): a trainer's EMA weights as a model."""
         model = cls.__new__(cls)
-        nn.Module.__init__(model)
-        model.config, model.autoencoder, model.text = config, autoencoder, text
-        model.size_multiple = autoencoder.factor * 2 ** (len(config.channel_mult) - 1)
-        model.denoiser = Denoiser(net, config.sigma_data)
+        StageModel.__init__(model, config, autoencoder)
+        model.text, model.denoiser = text, Denoiser(net, config.sigma_data)
         return model
 
     @property

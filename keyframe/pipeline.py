@@ -89,7 +89,8 @@ class KeyframePipeline(StagePipeline):
         self.model = model
         self.placement = placement
 
-    def _places(self) -> bool:
+    @property
+    def places_by_default(self) -> bool:
         """Whether subjects are placed by default: the model's sample_place, with the plug-in."""
         return bool(self.config.sample_place) and self.placement is not None
 
@@ -132,7 +133,7 @@ class KeyframePipeline(StagePipeline):
         shape = (n, model.latent_channels, *model.latent_size(size))
         if generator is None and seed is not None:
             generator = image_generators(seed, n)
-        anchors, place = anchors_and_place(n, anchor, noise_share, place, self._places())
+        anchors, place = anchors_and_place(n, anchor, noise_share, place, self.places_by_default)
         if place and self.placement is None:
             raise UserError(NO_PLACEMENT)
         solve = functools.partial(

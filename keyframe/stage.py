@@ -62,6 +62,11 @@ def check_training_options(cond_drop_rate: float, ema_decay: float) -> None:
     """UserError unless cond_drop_rate is in [0, 1] and ema_decay in [0, 1)."""
     if not 0 <= cond_drop_rate <= 1:
         raise UserError(f"model.cond_drop_rate: expected a value in [0, 1], got {cond_drop_rate}")
+    check_ema_decay(ema_decay)
+
+
+def check_ema_decay(ema_decay: float) -> None:
+    """UserError unless ema_decay is in [0, 1) (0: no EMA copy)."""
     if not 0 <= ema_decay < 1:
         raise UserError(f"model.ema_decay: expected a value in [0, 1), got {ema_decay}")
 

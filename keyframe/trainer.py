@@ -39,7 +39,7 @@ class StageTrainer(L.LightningModule):
     def sharded(self) -> bool:
         """Whether the weights are sharded (FSDP2: Lightning's ModelParallelStrategy), so every
         rank must run each forward pass together."""
-        return getattr(self, "_device_mesh", None) is not None
+        return self.device_mesh is not None
 
     def configure_model(self) -> None:
         """Under Lightning's ModelParallelStrategy (FSDP2), shard the trained network and text

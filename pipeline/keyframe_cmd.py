@@ -140,7 +140,7 @@ def _shapes_backend(args: argparse.Namespace, model_path: Path) -> Backend:
     )
     if args.place and pipe.placement is None:  # before the progress bar, too
         raise UserError(f"--place: model {args.model} has no placement plug-in (shapes models)")
-    settings["place"] = pipe.placement is not None if args.place is None else args.place
+    settings["place"] = pipe.places_by_default if args.place is None else args.place
     settings["size"] = [size, size]
 
     def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:

@@ -26,7 +26,7 @@ from interpolate.general.motion import (
     synthesize,
 )
 from keyframe.diffusion import append_dims
-from keyframe.stage import check_training_options, ema_copies, lerp_ema, warmup_decay
+from keyframe.stage import check_ema_decay, ema_copies, lerp_ema, warmup_decay
 
 MAX_RESIDUAL = 8.0  # motion units: residuals beyond this (64 px) are clipped in the target
 
@@ -78,7 +78,7 @@ class GeneralModule(L.LightningModule):
             working_size=working_size, window=window, steps=steps, sigma_start=sigma_start,
         )  # fmt: skip
         self.denoiser = build_denoiser(self.config)
-        check_training_options(0.0, ema_decay)
+        check_ema_decay(ema_decay)
         self.ema_denoiser = ema_copies(self.denoiser, None)[0] if ema_decay > 0 else None
 
     def train(self, mode: bool = True) -> GeneralModule:

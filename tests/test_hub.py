@@ -123,10 +123,12 @@ def test_shipped_names_resolve_from_both_weights_folders():
     assert hub.resolve("shapes", "interpolate").parent.parent.name == "interpolate"
     with pytest.raises(UserError, match="'shapes': names 2 shipped models.*pass kind="):
         hub.from_pretrained("shapes")  # a keyframe model and an interpolator
-    # The shipped configs predate "kind": it is inferred, and the files stay as they are.
-    for name, kind in (("shapes", "keyframe"), ("shapes-phrasings", "keyframe")):
-        config, found = hub.read_config(hub.resolve(name, "keyframe"))
-        assert "kind" not in config and found == kind
+    # The shipped `shapes` config predates "kind": it is inferred, and the file stays as it is;
+    # `shapes-phrasings` was exported after "kind" was recorded.
+    config, found = hub.read_config(hub.resolve("shapes", "keyframe"))
+    assert "kind" not in config and found == "keyframe"
+    config, found = hub.read_config(hub.resolve("shapes-phrasings", "keyframe"))
+    assert config["kind"] == found == "keyframe"
     for name, kind in (("shapes", "interpolate"), ("general", "general")):
         assert hub.read_config(hub.resolve(name, "interpolate"))[1] == kind
     motion = hub.resolve("shapes", "interpolate") / "motion"

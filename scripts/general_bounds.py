@@ -19,12 +19,15 @@ import numpy as np
 from interpolate.general.motion import FLOW_UNIT, key_flows
 from interpolate.general.pipeline import GeneralInterpolator, working_shape
 from interpolate.general.warp import keys_agree, make_frame
+from keyframe.frame_metrics import psnr as frame_psnr
+from keyframe.pixels import from_uint8
 from pipeline.eval_video import cut_shots, key_positions, read_clip, split_shots
 
 
 def psnr(frame: np.ndarray, truth: np.ndarray) -> float:
-    got = np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8).astype(np.float64)
-    return float(10 * np.log10(255.0**2 / np.mean((got - truth) ** 2)))
+    """The eval's PSNR (pipeline.eval_video.score) of a float frame made 8-bit, as `tween` does."""
+    got = np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8)
+    return float(frame_psnr(from_uint8(got[None]), from_uint8(truth[None])))
 
 
 def with_blend(motion: np.ndarray, blend: float) -> np.ndarray:
@@ -39,7 +42,7 @@ def frame_rows(pair, small, init, truth, t) -> dict[str, float]:
     rows = {"init": psnr(make_frame(f0, f1, init, t, agree), truth)}
     shape = small[0].shape[:2]
     st = cv2.resize(truth, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-    to0, to1 = key_flows(st, small[0])[0], key_flows(st, small[1])[0]
+    to0, to1 = (key_flows(st, key, both=False)[0] for key in small)
     flows = np.concatenate([to0, to1], -1).transpose(2, 0, 1) / FLOW_UNIT
     oracle = np.concatenate([flows, np.zeros((1, *shape), np.float32)])
     rows["oracle motion"] = psnr(make_frame(f0, f1, oracle, t, agree), truth)

@@ -23,13 +23,16 @@ MOTION_CHANNELS = 5
 COND_CHANNELS = 17  # keys (6), keys warped by the init (6), init flows (4), t (1)
 
 
-def key_flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def key_flows(
+    a: np.ndarray, b: np.ndarray, both: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """DIS flows a -> b and b -> a (h, w, 2) of two uint8 RGB keys, on their main colour axis,
     padded by a quarter of their size (on the layers world's key pairs, padding by the whole
-    size, as interpolate.flow.dis_flows does for the shapes world, missed as much and cost 3.5x)."""
+    size, as interpolate.flow.dis_flows does for the shapes world, missed as much and cost 3.5x).
+    `both=False` skips b -> a (None)."""
     g0, g1 = flow_channel(a, b)
     pad = max(8, max(a.shape[:2]) // 4)
-    return dis_flow(g0, g1, pad), dis_flow(g1, g0, pad)
+    return dis_flow(g0, g1, pad), dis_flow(g1, g0, pad) if both else None
 
 
 def init_flows(f01: torch.Tensor, f10: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from pipeline.devices import resolve_device
 DEFAULT_MODEL = "shapes"
 MAX_IMAGES = 64
 BATCH = 8  # images sampled at once; results do not depend on it (per-image seeds)
+Progress = Callable[[int, bool], None]  # progress(images, first): see Backend
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +87,23 @@ def output_paths(out: Path, num: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(num)]
 
 
+def batch_progress(bar, steps: int) -> Progress:
+    """Advance a tqdm bar by the images of each sampling step; a batch's second and later passes
+    (placement redraws) first add their steps to the bar's total, so it never runs past it."""
+    passes = 0
+
+    def progress(images: int, first: bool) -> None:
+        nonlocal passes
+        if first:
+            passes += 1
+            if passes > 1:
+                bar.total += steps * images
+                bar.set_description("keyframe (placing)")
+        bar.update(images)
+
+    return progress
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """Fail on bad options before the model loads."""
     from keyframe.sampling_options import check_sampling_options
@@ -118,11 +136,13 @@ def _weights_file(model_path: Path) -> Path:
 @dataclass
 class Backend:
     """A loaded keyframe model for this command: its record, its resolved settings, and
-    draw(count, seed, callback) -> uint8 (count, h, w, 3) for the prompt (image i: seed + i)."""
+    draw(count, seed, progress) -> uint8 (count, h, w, 3) for the prompt (image i: seed + i);
+    progress(images, first) after every sampling step of `images` images, `first` on a pass's
+    first step (placement redraws some images in further passes)."""
 
     model: dict
     settings: dict
-    draw: Callable[[int, int, Callable[[], None]], np.ndarray]
+    draw: Callable[[int, int, Progress], np.ndarray]
 
 
 def _shapes_backend(args: argparse.Namespace, model_path: Path) -> Backend:
@@ -143,11 +163,12 @@ def _shapes_backend(args: argparse.Namespace, model_path: Path) -> Backend:
     settings["place"] = pipe.places_by_default if args.place is None else args.place
     settings["size"] = [size, size]
 
-    def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:
+    def draw(count: int, seed: int, progress: Progress) -> np.ndarray:
         images = pipe(
             [args.prompt] * count, negative_prompts=args.negative, steps=settings["steps"],
             guidance=settings["guidance"], sampler=settings["sampler"], seed=seed, size=size,
-            callback=lambda info: callback(), place=settings["place"],
+            callback=lambda info: progress(len(info["x"]), info["i"] == 0),
+            place=settings["place"],
         )  # fmt: skip
         return np.stack([io.to_uint8_rgb(image.numpy()) for image in images])
 
@@ -171,11 +192,11 @@ def _diffusers_backend(args: argparse.Namespace) -> Backend:
     )
     settings.update(place=False, size=[size, size])
 
-    def draw(count: int, seed: int, callback: Callable[[], None]) -> np.ndarray:
+    def draw(count: int, seed: int, progress: Progress) -> np.ndarray:
         return dm.sample_diffusers(
             model, [args.prompt] * count, [args.negative] * count,
             list(range(seed, seed + count)), settings["steps"], settings["guidance"],
-            (size, size), sampler=settings["sampler"], callback=callback,
+            (size, size), sampler=settings["sampler"], callback=lambda: progress(count, False),
         )  # fmt: skip
 
     return Backend(dm.describe(model), settings, draw)
@@ -249,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=steps * args.num, desc="keyframe", unit="step", file=sys.stderr) as bar:
         for start in range(0, args.num, BATCH):
             count = min(BATCH, args.num - start)
-            images = backend.draw(count, seed + start, lambda n=count: bar.update(n))
+            images = backend.draw(count, seed + start, batch_progress(bar, steps))
             for offset, image in enumerate(images):
                 index = start + offset
                 io.write_png(paths[index], image, overwrite=args.overwrite)

@@ -3,18 +3,22 @@ one-line errors for bad options and models."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shlex
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
 from keyframe.module import KeyframeModule
 from keyframe.pretrained import save_pretrained
 from pipeline.cli import main
 from pipeline.io import read_image
+from pipeline.keyframe_cmd import batch_progress
 
 TINY = dict(
     image_size=16, model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_levels=[1],
@@ -67,6 +71,15 @@ def test_place_on_a_model_without_the_plug_in_is_refused(model_dir, tmp_path, ca
     assert not (tmp_path / "p.png").exists()
 
 
+def test_progress_counts_redraws_into_the_total():
+    bar = tqdm(total=3 * 2, file=io.StringIO())
+    progress = batch_progress(bar, steps=3)
+    for images in (2, 1):  # a pass over both images, then one image redrawn
+        for step in range(3):
+            progress(images, step == 0)
+    assert (bar.n, bar.total) == (9, 9) and "placing" in bar.desc
+
+
 @pytest.fixture(scope="module")
 def placing_dir(tmp_path_factory):
     """The tiny model with the placement plug-in (sample_place), as the shapes models have."""
@@ -76,11 +89,14 @@ def placing_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_place_is_recorded_and_reproduced(placing_dir, tmp_path):
+def test_place_is_recorded_and_reproduced(placing_dir, tmp_path, capsys):
     out = tmp_path / "placed.png"
     prompt = "a red circle at the top left"
     argv = ["keyframe", prompt, "--out", str(out), "--model", str(placing_dir), "--seed", "2"]
     assert main(argv) == 0  # the plug-in's model places by default
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    done, total = re.findall(r"(\d+)/(\d+) \[", bar[-1])[-1]
+    assert "placing" in bar[-1] and int(total) > 8 and done == total  # redraws grow the total
     record = json.loads((tmp_path / "placed.png.json").read_text())
     assert record["place"] is True and "--place" in shlex.split(record["command"])
     plain = ["keyframe", prompt, "--out", str(tmp_path / "plain.png"), "--model", str(placing_dir)]

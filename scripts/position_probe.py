@@ -23,7 +23,8 @@ TEMPLATE = "a large {colour} circle {place} on a navy background"
 
 
 def text_probe(model) -> None:
-    """Relative distance of each prompt's pooled embedding and tokens to the first prompt's."""
+    """Relative distance of each prompt's pooled embedding and tokens to the first prompt's
+    (tokens compared position by position: meaningful for prompts of the same length only)."""
     prompts = [TEMPLATE.format(colour="red", place=p) for p in PLACES]
     prompts.append(TEMPLATE.format(colour="blue", place=PLACES[0]))
     cond = model.encode_text(prompts)
